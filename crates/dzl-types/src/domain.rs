@@ -1,0 +1,504 @@
+//! Domain newtypes. Each one is parsed once, at the edge, and is valid for
+//! the rest of its life. Error messages name the rule that failed and never
+//! contain the rejected value (it may be personal data).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a value was refused. The text is fixed per rule, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub &'static str);
+
+/// A record group: the unit of consent, of grants and of encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// Identity fields (身份信息); stored apart from the others.
+    Applicant,
+    /// Device fields (设备信息).
+    Device,
+    /// Risk fields (风险信息).
+    Risk,
+}
+
+impl Group {
+    /// Every group, in canonical order.
+    pub const ALL: [Group; 3] = [Group::Applicant, Group::Device, Group::Risk];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Applicant => "applicant",
+            Group::Device => "device",
+            Group::Risk => "risk",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        match s {
+            "applicant" => Ok(Group::Applicant),
+            "device" => Ok(Group::Device),
+            "risk" => Ok(Group::Risk),
+            _ => Err(Invalid("unknown group: expected applicant, device or risk")),
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Group::Applicant => 1,
+            Group::Device => 2,
+            Group::Risk => 4,
+        }
+    }
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A non-empty set of groups without repeats. On the wire a JSON array of
+/// group names; always serialised in canonical order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScopeSet(u8);
+
+impl ScopeSet {
+    /// Builds a set from groups; `None` when empty.
+    pub fn from_groups(groups: impl IntoIterator<Item = Group>) -> Option<Self> {
+        let bits = groups.into_iter().fold(0u8, |acc, g| acc | g.bit());
+        (bits != 0).then_some(ScopeSet(bits))
+    }
+
+    /// The set of one group.
+    pub fn single(group: Group) -> Self {
+        ScopeSet(group.bit())
+    }
+
+    /// The set with `group` added.
+    pub fn with(self, group: Group) -> Self {
+        ScopeSet(self.0 | group.bit())
+    }
+
+    /// Parses the stored form (a comma-separated list), e.g. `applicant,risk`.
+    pub fn parse_list(s: &str) -> Result<Self, Invalid> {
+        let mut groups = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            groups.push(Group::parse(part)?);
+        }
+        Self::from_vec(groups)
+    }
+
+    fn from_vec(groups: Vec<Group>) -> Result<Self, Invalid> {
+        let mut bits = 0u8;
+        for g in groups {
+            if bits & g.bit() != 0 {
+                return Err(Invalid("scopes must not repeat a group"));
+            }
+            bits |= g.bit();
+        }
+        if bits == 0 {
+            return Err(Invalid("scopes must name at least one group"));
+        }
+        Ok(ScopeSet(bits))
+    }
+
+    /// Whether `group` is in the set.
+    pub fn contains(self, group: Group) -> bool {
+        self.0 & group.bit() != 0
+    }
+
+    /// Whether every group of `self` is in `other`.
+    pub fn is_subset_of(self, other: ScopeSet) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The groups of `self` missing from `other`.
+    pub fn missing_from(self, other: ScopeSet) -> Vec<Group> {
+        self.iter().filter(|g| !other.contains(*g)).collect()
+    }
+
+    /// The groups in canonical order.
+    pub fn iter(self) -> impl Iterator<Item = Group> {
+        Group::ALL.into_iter().filter(move |g| self.contains(*g))
+    }
+
+    /// The stored form: comma-separated names in canonical order.
+    pub fn to_list(self) -> String {
+        self.iter().map(Group::as_str).collect::<Vec<_>>().join(",")
+    }
+
+    /// The names in canonical order.
+    pub fn names(self) -> Vec<&'static str> {
+        self.iter().map(Group::as_str).collect()
+    }
+}
+
+impl fmt::Debug for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for ScopeSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for ScopeSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let groups = Vec::<Group>::deserialize(d)?;
+        ScopeSet::from_vec(groups).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why the funder wants the data: 授信 (credit application) or 用信 (drawdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// 授信申请.
+    CreditApplication,
+    /// 用信申请.
+    Drawdown,
+}
+
+impl Purpose {
+    /// Every purpose.
+    pub const ALL: [Purpose; 2] = [Purpose::CreditApplication, Purpose::Drawdown];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::CreditApplication => "credit_application",
+            Purpose::Drawdown => "drawdown",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        match s {
+            "credit_application" => Ok(Purpose::CreditApplication),
+            "drawdown" => Ok(Purpose::Drawdown),
+            _ => Err(Invalid(
+                "unknown purpose: expected credit_application or drawdown",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of purposes a funder is entitled to (stored comma-separated).
+pub fn parse_purposes(s: &str) -> Result<Vec<Purpose>, Invalid> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let p = Purpose::parse(part)?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// The kind of identity document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdType {
+    /// 居民身份证 (18 characters, GB 11643 check digit).
+    ResidentId,
+    /// Passport.
+    Passport,
+    /// 港澳居民来往内地通行证.
+    HkMacaoPermit,
+    /// 台湾居民来往大陆通行证.
+    TaiwanPermit,
+    /// 外国人永久居留身份证.
+    ForeignPermanentResident,
+}
+
+impl IdType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdType::ResidentId => "resident_id",
+            IdType::Passport => "passport",
+            IdType::HkMacaoPermit => "hk_macao_permit",
+            IdType::TaiwanPermit => "taiwan_permit",
+            IdType::ForeignPermanentResident => "foreign_permanent_resident",
+        }
+    }
+}
+
+const PROVINCES: [&str; 36] = [
+    "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41",
+    "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71",
+    "81", "82", "83", "91",
+];
+
+/// Checks a resident id number (公民身份号码, GB 11643-1999): 17 digits and a
+/// check character (digit or upper-case `X`), a known province code, a real
+/// birth date between 1900-01-01 and `today`, and the mod-11 check digit.
+pub fn check_resident_id(s: &str, today: chrono::NaiveDate) -> Result<(), Invalid> {
+    let b = s.as_bytes();
+    if b.len() != 18 {
+        return Err(Invalid("resident id number must be 18 characters"));
+    }
+    if !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X') {
+        return Err(Invalid(
+            "resident id number must be 17 digits and a digit or upper-case X",
+        ));
+    }
+    if !PROVINCES.contains(&&s[..2]) {
+        return Err(Invalid("resident id number has an unknown province code"));
+    }
+    let birth = chrono::NaiveDate::parse_from_str(&s[6..14], "%Y%m%d")
+        .map_err(|_| Invalid("resident id number has an impossible birth date"))?;
+    let earliest = chrono::NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(chrono::NaiveDate::MIN);
+    if birth < earliest || birth > today {
+        return Err(Invalid("resident id number has a birth date out of range"));
+    }
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = b[..17]
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    let expected = b"10X98765432"[(sum % 11) as usize];
+    if b[17] != expected {
+        return Err(Invalid("resident id number check digit does not match"));
+    }
+    Ok(())
+}
+
+fn all_ascii(s: &str, pred: impl Fn(u8) -> bool) -> bool {
+    s.bytes().all(pred)
+}
+
+/// Checks an id number against the rules of its type.
+pub fn check_id_number(id_type: IdType, s: &str, today: chrono::NaiveDate) -> Result<(), Invalid> {
+    if id_type == IdType::ResidentId {
+        return check_resident_id(s, today);
+    }
+    // Every other format is ASCII; checking that first makes the slicing below safe.
+    let n = s.len();
+    let digits = |t: &str| all_ascii(t, |c| c.is_ascii_digit());
+    let ok = s.is_ascii()
+        && match id_type {
+            IdType::ResidentId => false,
+            IdType::Passport => {
+                (5..=17).contains(&n)
+                    && all_ascii(s, |c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            }
+            IdType::HkMacaoPermit => {
+                (9..=11).contains(&n)
+                    && (s.starts_with('H') || s.starts_with('M'))
+                    && digits(&s[1..])
+            }
+            IdType::TaiwanPermit => (n == 8 || n == 10) && digits(s),
+            IdType::ForeignPermanentResident => {
+                (n == 15 && all_ascii(&s[..3], |c| c.is_ascii_uppercase()) && digits(&s[3..]))
+                    || (n == 18 && s.starts_with('9') && digits(s))
+            }
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid(
+            "id number does not match the format of its id_type",
+        ))
+    }
+}
+
+/// A mainland China mobile number: 11 digits, `1[3-9]…`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Phone(String);
+
+impl Phone {
+    /// Parses a phone number.
+    pub fn parse(s: String) -> Result<Self, Invalid> {
+        let b = s.as_bytes();
+        if b.len() == 11
+            && b[0] == b'1'
+            && (b'3'..=b'9').contains(&b[1])
+            && b.iter().all(u8::is_ascii_digit)
+        {
+            Ok(Phone(s))
+        } else {
+            Err(Invalid(
+                "phone must be a mainland mobile number: 11 digits starting 13-19",
+            ))
+        }
+    }
+    /// The number.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An IPv4 (dotted quad, no leading zeros) or IPv6 (no zone id) address, kept
+/// as the client wrote it.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct IpText(String);
+
+impl IpText {
+    /// Parses an address.
+    pub fn parse(s: String) -> Result<Self, Invalid> {
+        match s.parse::<IpAddr>() {
+            Ok(_) => Ok(IpText(s)),
+            Err(_) => Err(Invalid("ip must be an IPv4 or IPv6 address")),
+        }
+    }
+    /// The address as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Checks a free text: `min..=max` characters, no control characters, no
+/// leading or trailing whitespace.
+pub fn check_text(s: &str, min: usize, max: usize) -> Result<(), Invalid> {
+    let n = s.chars().count();
+    if n < min || n > max {
+        return Err(Invalid("text length out of range"));
+    }
+    if s.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}') {
+        return Err(Invalid("text must not contain control characters"));
+    }
+    let first = s.chars().next();
+    let last = s.chars().next_back();
+    if first.is_some_and(char::is_whitespace) || last.is_some_and(char::is_whitespace) {
+        return Err(Invalid("text must not start or end with whitespace"));
+    }
+    Ok(())
+}
+
+/// Checks a printable-ASCII token of `min..=max` bytes; `space` allows U+0020.
+pub fn check_ascii(s: &str, min: usize, max: usize, space: bool) -> Result<(), Invalid> {
+    let lo = if space { 0x20 } else { 0x21 };
+    if s.len() < min || s.len() > max {
+        return Err(Invalid("token length out of range"));
+    }
+    if !s.bytes().all(|c| (lo..=0x7e).contains(&c)) {
+        return Err(Invalid("token must be printable ASCII"));
+    }
+    Ok(())
+}
+
+/// Declares a `String` newtype checked by `check_text`.
+macro_rules! text_type {
+    ($(#[$m:meta])* $name:ident, $min:expr, $max:expr) => {
+        $(#[$m])*
+        #[derive(Clone, PartialEq, Eq, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+        impl $name {
+            /// Parses the text.
+            pub fn parse(s: String) -> Result<Self, $crate::domain::Invalid> {
+                $crate::domain::check_text(&s, $min, $max)?;
+                Ok($name(s))
+            }
+            /// The text.
+            pub fn as_str(&self) -> &str { &self.0 }
+        }
+        $crate::domain::string_newtype_serde!($name);
+    };
+}
+
+/// Declares a `String` newtype checked by `check_ascii`.
+macro_rules! ascii_type {
+    ($(#[$m:meta])* $name:ident, $min:expr, $max:expr, $space:expr) => {
+        $(#[$m])*
+        #[derive(Clone, PartialEq, Eq, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+        impl $name {
+            /// Parses the token.
+            pub fn parse(s: String) -> Result<Self, $crate::domain::Invalid> {
+                $crate::domain::check_ascii(&s, $min, $max, $space)?;
+                Ok($name(s))
+            }
+            /// The token.
+            pub fn as_str(&self) -> &str { &self.0 }
+        }
+        $crate::domain::string_newtype_serde!($name);
+    };
+}
+
+/// `Deserialize` through `parse` and a `Debug` that hides the value.
+macro_rules! string_newtype_serde {
+    ($name:ident) => {
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::parse(s).map_err(serde::de::Error::custom)
+            }
+        }
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "(..)"))
+            }
+        }
+    };
+}
+
+pub(crate) use ascii_type;
+pub(crate) use string_newtype_serde;
+pub(crate) use text_type;
+
+string_newtype_serde!(Phone);
+string_newtype_serde!(IpText);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn today() -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()
+    }
+
+    #[test]
+    fn resident_id_rules() {
+        let cases = [
+            ("11010519491231002X", true),
+            ("440301199001011234", true),
+            ("11010519491231002x", false),
+            ("110105194912310021", false),
+            ("11010519490230002X", false),
+            ("00010519491231002X", false),
+            ("1101051949123100", false),
+        ];
+        for (id, ok) in cases {
+            assert_eq!(check_resident_id(id, today()).is_ok(), ok, "{id}");
+        }
+    }
+
+    #[test]
+    fn scope_sets_are_canonical_and_reject_repeats() {
+        let s: ScopeSet = serde_json::from_str(r#"["risk","applicant"]"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"["applicant","risk"]"#
+        );
+        assert!(serde_json::from_str::<ScopeSet>(r#"["risk","risk"]"#).is_err());
+        assert!(serde_json::from_str::<ScopeSet>("[]").is_err());
+        assert_eq!(ScopeSet::parse_list("applicant,risk").unwrap(), s);
+    }
+
+    #[test]
+    fn messages_never_echo_the_value() {
+        let err = Phone::parse("23800138000".into()).err().unwrap();
+        assert!(!err.to_string().contains("23800138000"));
+    }
+}

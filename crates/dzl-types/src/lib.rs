@@ -1,0 +1,29 @@
+//! The shared vocabulary of dzl-vault: everything the server, the SDK and the
+//! operator CLI must agree on, and nothing that does IO.
+//!
+//! * [`domain`]: "parse, don't validate" newtypes — a resident id number with
+//!   its GB 11643 check digit, a mainland mobile phone, an IP address, a
+//!   purpose, a scope set, bounded texts. Invalid input fails while
+//!   deserialising, with a message that names the rule and never echoes the
+//!   value.
+//! * [`records`]: the three record groups (`applicant`, `device`, `risk`),
+//!   strict (unknown fields are refused), matching `schemas/*.schema.json`.
+//! * [`code`]: the single-use authorization code (`ac_…`).
+//! * [`ids`]: the public identifiers (`ten_`, `dep_`, `cod_`, `red_`, `sub_`).
+//! * [`signing`]: the HMAC-SHA256 request signature of DESIGN §4.
+//! * [`wire`]: request and response bodies of HTTP API v1.
+//! * [`error`]: the stable problem `code`s and their HTTP statuses.
+
+pub mod code;
+pub mod domain;
+pub mod error;
+pub mod ids;
+pub mod records;
+pub mod signing;
+pub mod wire;
+
+pub use code::AuthCode;
+pub use domain::{Group, IdType, Purpose, ScopeSet};
+pub use error::ErrorCode;
+pub use ids::{CodeId, DepositId, RedemptionId, SubjectRef, TenantId};
+pub use records::{Applicant, Device, Risk};

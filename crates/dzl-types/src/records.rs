@@ -1,0 +1,443 @@
+//! The three record groups a platform deposits. Strict: unknown fields are
+//! refused, every field is a checked newtype. The rules are the ones of
+//! `schemas/{applicant,device,risk}.schema.json`; a corpus test holds the two
+//! to the same verdicts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    ascii_type, check_ascii, check_id_number, string_newtype_serde, text_type, IdType, Invalid,
+    IpText, Phone,
+};
+
+text_type!(
+    /// A person's name: 1–64 characters.
+    Name, 1, 64
+);
+text_type!(
+    /// A postal address: 1–200 characters.
+    Address, 1, 200
+);
+text_type!(
+    /// An employer's name: 1–100 characters.
+    Employer, 1, 100
+);
+text_type!(
+    /// A device model: 1–64 characters.
+    DeviceModel, 1, 64
+);
+ascii_type!(
+    /// A device identifier: 1–128 printable ASCII characters, no spaces.
+    DeviceId, 1, 128, false
+);
+ascii_type!(
+    /// An OS version: 1–32 printable ASCII characters.
+    OsVersion, 1, 32, true
+);
+ascii_type!(
+    /// An app version: 1–32 printable ASCII characters, no spaces.
+    AppVersion, 1, 32, false
+);
+ascii_type!(
+    /// A user agent: 1–512 printable ASCII characters.
+    UserAgent, 1, 512, true
+);
+ascii_type!(
+    /// A risk model version: 1–64 printable ASCII characters, no spaces.
+    ModelVersion, 1, 64, false
+);
+
+/// An id number, valid for the id type it came with.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct IdNumber(String);
+
+impl IdNumber {
+    /// Parses `s` as an id number of type `id_type`, judging birth dates
+    /// against today's date.
+    pub fn parse(id_type: IdType, s: String) -> Result<Self, Invalid> {
+        check_id_number(id_type, &s, chrono::Utc::now().date_naive())?;
+        Ok(IdNumber(s))
+    }
+    /// The number.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for IdNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdNumber(..)")
+    }
+}
+
+/// Gender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Gender {
+    Male,
+    Female,
+}
+
+/// Highest education completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Education {
+    Primary,
+    JuniorHigh,
+    SeniorHigh,
+    Vocational,
+    Associate,
+    Bachelor,
+    Master,
+    Doctorate,
+    Unknown,
+}
+
+/// Marital status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum MaritalStatus {
+    Single,
+    Married,
+    Divorced,
+    Widowed,
+    Unknown,
+}
+
+/// Upper bound of money amounts in fen (10^12 fen = 10 billion yuan).
+pub const MAX_FEN: u64 = 1_000_000_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApplicant {
+    name: Name,
+    id_type: IdType,
+    id_number: String,
+    phone: Phone,
+    #[serde(default)]
+    id_address: Option<Address>,
+    #[serde(default)]
+    residence_address: Option<Address>,
+    #[serde(default)]
+    gender: Option<Gender>,
+    #[serde(default)]
+    education: Option<Education>,
+    #[serde(default)]
+    marital_status: Option<MaritalStatus>,
+    #[serde(default)]
+    employer: Option<Employer>,
+    #[serde(default)]
+    monthly_income_fen: Option<u64>,
+}
+
+/// The identity group (身份信息). Kept in its own store, under its own key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawApplicant")]
+#[allow(missing_docs)]
+pub struct Applicant {
+    pub name: Name,
+    pub id_type: IdType,
+    pub id_number: IdNumber,
+    pub phone: Phone,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_address: Option<Address>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub residence_address: Option<Address>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gender: Option<Gender>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub education: Option<Education>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marital_status: Option<MaritalStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub employer: Option<Employer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_income_fen: Option<u64>,
+}
+
+impl TryFrom<RawApplicant> for Applicant {
+    type Error = Invalid;
+    fn try_from(r: RawApplicant) -> Result<Self, Invalid> {
+        let id_number =
+            IdNumber::parse(r.id_type, r.id_number).map_err(|e| Invalid(id_number_message(e)))?;
+        if r.monthly_income_fen.is_some_and(|v| v > MAX_FEN) {
+            return Err(Invalid("monthly_income_fen: must be at most 10^12"));
+        }
+        Ok(Applicant {
+            name: r.name,
+            id_type: r.id_type,
+            id_number,
+            phone: r.phone,
+            id_address: r.id_address,
+            residence_address: r.residence_address,
+            gender: r.gender,
+            education: r.education,
+            marital_status: r.marital_status,
+            employer: r.employer,
+            monthly_income_fen: r.monthly_income_fen,
+        })
+    }
+}
+
+fn id_number_message(e: Invalid) -> &'static str {
+    // Prefix the field so the caller learns where, still without the value.
+    match e.0 {
+        "resident id number must be 18 characters" => {
+            "id_number: resident id must be 18 characters"
+        }
+        "resident id number check digit does not match" => {
+            "id_number: resident id check digit does not match"
+        }
+        "resident id number has an impossible birth date" => {
+            "id_number: resident id birth date is not a real date"
+        }
+        "resident id number has a birth date out of range" => {
+            "id_number: resident id birth date is out of range"
+        }
+        "resident id number has an unknown province code" => {
+            "id_number: resident id province code is unknown"
+        }
+        "id number does not match the format of its id_type" => {
+            "id_number: does not match the format of its id_type"
+        }
+        _ => "id_number: resident id must be 17 digits and a digit or upper-case X",
+    }
+}
+
+impl std::fmt::Debug for Applicant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Applicant(..)")
+    }
+}
+
+/// Operating system family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Os {
+    Android,
+    Ios,
+    Harmonyos,
+    Windows,
+    Macos,
+    Linux,
+    Other,
+}
+
+/// Network type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Network {
+    Wifi,
+    Cellular,
+    Ethernet,
+    Other,
+}
+
+/// The device group (设备信息).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Device {
+    pub device_id: DeviceId,
+    pub os: Os,
+    pub ip: IpText,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<OsVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<DeviceModel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<AppVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<UserAgent>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Device(..)")
+    }
+}
+
+/// A risk score, 0–1000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Score(u16);
+
+impl Score {
+    /// Parses a score.
+    pub fn new(v: u16) -> Result<Self, Invalid> {
+        if v <= 1000 {
+            Ok(Score(v))
+        } else {
+            Err(Invalid("score must be an integer 0..=1000"))
+        }
+    }
+    /// The value.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Score {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        u16::try_from(v)
+            .map_err(|_| Invalid("score must be an integer 0..=1000"))
+            .and_then(Score::new)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A risk grade: an upper-case letter and up to 7 of `A-Z0-9+-`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Grade(String);
+
+impl Grade {
+    /// Parses a grade.
+    pub fn parse(s: String) -> Result<Self, Invalid> {
+        let b = s.as_bytes();
+        let ok = (1..=8).contains(&b.len())
+            && b[0].is_ascii_uppercase()
+            && b[1..]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'+' || *c == b'-');
+        if ok {
+            Ok(Grade(s))
+        } else {
+            Err(Invalid(
+                "grade must be an upper-case letter and up to 7 of A-Z0-9+-",
+            ))
+        }
+    }
+}
+string_newtype_serde!(Grade);
+
+/// A risk tag: `[a-z0-9][a-z0-9_:.-]{0,63}`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Tag(String);
+
+impl Tag {
+    /// Parses a tag.
+    pub fn parse(s: String) -> Result<Self, Invalid> {
+        let b = s.as_bytes();
+        let ok = (1..=64).contains(&b.len())
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b[1..].iter().all(|c| {
+                c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || matches!(c, b'_' | b':' | b'.' | b'-')
+            });
+        if ok {
+            Ok(Tag(s))
+        } else {
+            Err(Invalid("tag must match [a-z0-9][a-z0-9_:.-]{0,63}"))
+        }
+    }
+}
+string_newtype_serde!(Tag);
+
+/// A feature name: `[a-z][a-z0-9_]{0,63}`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct FeatureName(String);
+
+impl FeatureName {
+    /// Parses a feature name.
+    pub fn parse(s: String) -> Result<Self, Invalid> {
+        let b = s.as_bytes();
+        let ok = (1..=64).contains(&b.len())
+            && b[0].is_ascii_lowercase()
+            && b[1..]
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_');
+        if ok {
+            Ok(FeatureName(s))
+        } else {
+            Err(Invalid("feature name must match [a-z][a-z0-9_]{0,63}"))
+        }
+    }
+}
+string_newtype_serde!(FeatureName);
+
+/// At most this many tags.
+pub const MAX_TAGS: usize = 32;
+/// At most this many named features.
+pub const MAX_FEATURES: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRisk {
+    score: Score,
+    #[serde(default)]
+    grade: Option<Grade>,
+    #[serde(default)]
+    tags: Option<Vec<Tag>>,
+    #[serde(default)]
+    features: Option<BTreeMap<FeatureName, serde_json::Number>>,
+    #[serde(default)]
+    model_version: Option<ModelVersion>,
+}
+
+/// The risk group (风险信息): a score, a grade, tags and named features.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawRisk")]
+#[allow(missing_docs)]
+pub struct Risk {
+    pub score: Score,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grade: Option<Grade>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<BTreeMap<FeatureName, serde_json::Number>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<ModelVersion>,
+}
+
+impl TryFrom<RawRisk> for Risk {
+    type Error = Invalid;
+    fn try_from(r: RawRisk) -> Result<Self, Invalid> {
+        if let Some(tags) = &r.tags {
+            if tags.len() > MAX_TAGS {
+                return Err(Invalid("tags: at most 32"));
+            }
+            let mut sorted: Vec<&Tag> = tags.iter().collect();
+            sorted.sort();
+            if sorted.windows(2).any(|w| w[0] == w[1]) {
+                return Err(Invalid("tags: must not repeat"));
+            }
+        }
+        if r.features.as_ref().is_some_and(|f| f.len() > MAX_FEATURES) {
+            return Err(Invalid("features: at most 256"));
+        }
+        Ok(Risk {
+            score: r.score,
+            grade: r.grade,
+            tags: r.tags,
+            features: r.features,
+            model_version: r.model_version,
+        })
+    }
+}
+
+impl std::fmt::Debug for Risk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Risk(..)")
+    }
+}
+
+/// Checks an external reference or consent id: 1–64 printable ASCII, no spaces.
+pub fn check_reference(s: &str) -> Result<(), Invalid> {
+    check_ascii(s, 1, 64, false)
+}
