@@ -68,6 +68,9 @@ impl fmt::Display for Group {
 pub struct ScopeSet(u8);
 
 impl ScopeSet {
+    /// All three groups.
+    pub const ALL: ScopeSet = ScopeSet(7);
+
     /// Builds a set from groups; `None` when empty.
     pub fn from_groups(groups: impl IntoIterator<Item = Group>) -> Option<Self> {
         let bits = groups.into_iter().fold(0u8, |acc, g| acc | g.bit());
@@ -393,6 +396,21 @@ pub fn check_ascii(s: &str, min: usize, max: usize, space: bool) -> Result<(), I
         return Err(Invalid("token must be printable ASCII"));
     }
     Ok(())
+}
+
+/// For optional fields: absent is `None` (with `#[serde(default)]`), but an
+/// explicit `null` is refused, as the schemas refuse it.
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// Today's date in China (UTC+8), against which birth dates are judged.
+pub fn today_in_china() -> chrono::NaiveDate {
+    (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive()
 }
 
 /// Declares a `String` newtype checked by `check_text`.

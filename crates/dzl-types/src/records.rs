@@ -58,7 +58,7 @@ impl IdNumber {
     /// Parses `s` as an id number of type `id_type`, judging birth dates
     /// against today's date.
     pub fn parse(id_type: IdType, s: String) -> Result<Self, Invalid> {
-        check_id_number(id_type, &s, chrono::Utc::now().date_naive())?;
+        check_id_number(id_type, &s, crate::domain::today_in_china())?;
         Ok(IdNumber(s))
     }
     /// The number.
@@ -120,19 +120,19 @@ struct RawApplicant {
     id_type: IdType,
     id_number: String,
     phone: Phone,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     id_address: Option<Address>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     residence_address: Option<Address>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     gender: Option<Gender>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     education: Option<Education>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     marital_status: Option<MaritalStatus>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     employer: Option<Employer>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     monthly_income_fen: Option<u64>,
 }
 
@@ -249,15 +249,35 @@ pub struct Device {
     pub device_id: DeviceId,
     pub os: Os,
     pub ip: IpText,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<OsVersion>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub model: Option<DeviceModel>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub app_version: Option<AppVersion>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network: Option<Network>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_agent: Option<UserAgent>,
 }
 
@@ -379,13 +399,13 @@ pub const MAX_FEATURES: usize = 256;
 #[serde(deny_unknown_fields)]
 struct RawRisk {
     score: Score,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     grade: Option<Grade>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     tags: Option<Vec<Tag>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     features: Option<BTreeMap<FeatureName, serde_json::Number>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::domain::present")]
     model_version: Option<ModelVersion>,
 }
 

@@ -83,7 +83,11 @@ pub struct Grant {
     /// The groups it may redeem.
     pub scopes: ScopeSet,
     /// Lifetime in seconds; the vault's default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl_seconds: Option<u32>,
 }
 
@@ -103,10 +107,18 @@ pub struct DepositRequest {
     /// Identity group (required).
     pub applicant: Applicant,
     /// Device group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device: Option<Device>,
     /// Risk group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub risk: Option<Risk>,
     /// Codes to issue now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -174,7 +186,11 @@ pub struct IssueCodeRequest {
     /// The groups it may redeem.
     pub scopes: ScopeSet,
     /// Lifetime in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl_seconds: Option<u32>,
 }
 
@@ -269,7 +285,11 @@ pub struct OutcomeRequest {
     /// The decision.
     pub decision: Decision,
     /// The amount granted or drawn, in fen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::domain::present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub amount_fen: Option<AmountFen>,
 }
 

@@ -1,0 +1,41 @@
+//! `dzl-crypto`: all cryptography of the dzl authorization-code vault, and
+//! nothing else.
+//!
+//! - [`envelope`]: the versioned AES-256-GCM byte format every ciphertext
+//!   uses, with algorithm dispatch in one enum ([`Algorithm`]).
+//! - [`keys`] and [`keyring`]: the key hierarchy — a root key (never in the
+//!   database) wraps versioned KEKs; the active KEK wraps per-deposit data
+//!   keys and seals small stored secrets.
+//! - [`record`]: sealing a deposit's record groups under its data key, bound
+//!   to deposit id and group.
+//! - [`receipt`]: Ed25519 deposit receipts.
+//! - [`ids`]: random ids, the subject blind index, SHA-256.
+//!
+//! Architecture invariant: this crate is pure. It does no IO, reads no
+//! clock, logs nothing and has no global state; randomness comes only from
+//! a `ring::rand::SecureRandom` the caller passes (production:
+//! `SystemRandom`), except for key wraps, which use `SystemRandom` directly.
+//! Key material is zeroized on drop and never shown by `Debug`; no error
+//! message carries key bytes or plaintext.
+
+mod aad;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod keyring;
+pub mod keys;
+pub mod receipt;
+pub mod record;
+
+pub use envelope::{open, seal, seal_with_nonce, Algorithm, ENVELOPE_OVERHEAD};
+pub use error::CryptoError;
+pub use ids::{blind_index, new_id, random_bytes, sha256_hex};
+pub use keyring::Keyring;
+pub use keys::{DataKey, Kek, RootKey, SecretKey, WrappedKey, KEY_LEN};
+pub use receipt::{receipt_key_id, verify_receipt_signature, ReceiptSigner};
+pub use record::{open_record, seal_record};
+
+/// Re-exported so callers need no direct `ring` dependency to get an RNG.
+pub use ring::rand::{SecureRandom, SystemRandom};
+/// Re-exported for the return type of `open`, `open_record`, `open_secret`.
+pub use zeroize::Zeroizing;

@@ -1,0 +1,149 @@
+//! Storage for dzl-vault: the [`Store`] trait every backend implements, the
+//! SQLite backend (the embedded default), and [`admin`], the vault
+//! administration (init, tenants, key rotation) that the CLI, the demo and
+//! the tests share.
+//!
+//! Architecture invariants:
+//! * One method of [`Store`] is one transaction: everything a request changes
+//!   — rows, codes, its audit entry, its usage counter — commits together or
+//!   not at all. Refusals that must be recorded (a failed redemption) commit
+//!   their audit entry and come back as [`StoreError::Refused`].
+//! * The store sees only ciphertext, wrapped keys and hashes; the one place
+//!   that touches plaintext key material is [`admin`], on the operator side.
+//! * Every method blocks; callers on an async runtime run them on a blocking
+//!   thread. The SQLite backend never runs a statement on the caller's thread
+//!   for writes: one writer thread owns the write connection and commits
+//!   queued jobs together (group commit).
+//! * Decisions (may this code be redeemed? when does it expire?) are the pure
+//!   functions of [`rules`], so every backend decides alike.
+
+pub mod admin;
+pub mod model;
+pub mod rules;
+pub mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use dzl_types::wire::{CodeStatus, Outcome, OutcomeRequest, SubjectAccessResponse};
+use dzl_types::{CodeId, DepositId, ErrorCode, RedemptionId, TenantId};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request is refused for a reason the caller may learn; anything that
+    /// had to be recorded about it (audit, usage) has been committed.
+    #[error("refused: {0}")]
+    Refused(ErrorCode),
+    /// The store cannot be used right now (I/O error, disk full, locked).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something it should not (corruption, tampering).
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    /// The store was asked something impossible (a bug or a bad argument).
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// Result of the store.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The vault's storage. Implemented by [`SqliteStore`]; a PostgreSQL backend
+/// implements the same trait and passes the same tests.
+pub trait Store: Send + Sync + 'static {
+    // ---- requests of HTTP API v1 (each one transaction) ----
+
+    /// Stores a deposit with its sealed groups and its first codes.
+    fn create_deposit(&self, deposit: NewDeposit) -> StoreResult<Vec<CreatedCode>>;
+    /// Issues one more code on a deposit the platform owns.
+    fn issue_code(
+        &self,
+        call: &Call,
+        deposit: &DepositId,
+        code: NewCode,
+    ) -> StoreResult<CreatedCode>;
+    /// A code's status, for the platform that owns it.
+    fn code_status(&self, call: &Call, code: &CodeId) -> StoreResult<CodeStatus>;
+    /// Revokes a code the platform owns.
+    fn revoke_code(&self, call: &Call, code: &CodeId) -> StoreResult<CodeStatus>;
+    /// Erases a deposit: destroys its data keys and ciphertexts, revokes its codes.
+    fn erase_deposit(&self, call: &Call, deposit: &DepositId) -> StoreResult<()>;
+    /// Redeems a code exactly once; every attempt is audited.
+    fn redeem(&self, call: &Call, attempt: RedeemAttempt) -> StoreResult<Redeemed>;
+    /// Records a funder's decision on its redemption.
+    fn report_outcome(
+        &self,
+        call: &Call,
+        redemption: &RedemptionId,
+        outcome: &OutcomeRequest,
+    ) -> StoreResult<Outcome>;
+    /// Every deposit about a subject and every redemption of them.
+    fn subject_access(
+        &self,
+        call: &Call,
+        subject_index: &str,
+    ) -> StoreResult<SubjectAccessResponse>;
+    /// Records a refused call that still must be audited (e.g. a throttled redemption).
+    fn record_refusal(&self, call: &Call, refusal: ErrorCode) -> StoreResult<()>;
+
+    // ---- tenants ----
+
+    /// Every tenant.
+    fn tenants(&self) -> StoreResult<Vec<TenantRow>>;
+    /// Adds a tenant.
+    fn add_tenant(&self, actor: &str, tenant: TenantRow) -> StoreResult<()>;
+    /// Suspends or resumes a tenant; `Ok(false)` when it was already so.
+    fn set_tenant_state(
+        &self,
+        actor: &str,
+        tenant: &TenantId,
+        state: TenantState,
+        reason: &str,
+    ) -> StoreResult<bool>;
+
+    // ---- keys ----
+
+    /// The keyring as stored.
+    fn keks(&self) -> StoreResult<Vec<KekRow>>;
+    /// Adds KEK `version` as active; the previous active one becomes decrypt-only.
+    fn rotate_kek(&self, actor: &str, version: u32, wrapped: Vec<u8>) -> StoreResult<()>;
+    /// A sealed secret of the vault (receipt signing key, subject index key).
+    fn sealed_secret(&self, name: &str) -> StoreResult<Option<SealedSecret>>;
+    /// All receipt signing keys.
+    fn receipt_keys(&self) -> StoreResult<Vec<SealedSecret>>;
+    /// Creates the store's first keyring and vault secrets; refused if initialised.
+    fn initialise(&self, actor: &str, init: InitMaterial) -> StoreResult<()>;
+    /// Whether [`Store::initialise`] has run.
+    fn is_initialised(&self) -> StoreResult<bool>;
+
+    // ---- operations ----
+
+    /// A number that changes whenever tenants or keys change, so a running
+    /// server knows to reload them.
+    fn generation(&self) -> StoreResult<i64>;
+    /// Walks the audit chain; the outer error is the store's, the inner the chain's.
+    fn verify_audit(
+        &self,
+        progress: &mut dyn FnMut(i64),
+    ) -> StoreResult<Result<u64, dzl_audit::ChainError>>;
+    /// Audit entries with `seq > after`, at most `limit`, in order.
+    fn audit_entries(&self, after: i64, limit: usize) -> StoreResult<Vec<dzl_audit::AuditEntry>>;
+    /// Calls per tenant, operation, day and outcome.
+    fn usage(&self) -> StoreResult<Vec<UsageRow>>;
+    /// Whether the store answers (for readiness).
+    fn ping(&self) -> StoreResult<()>;
+}
+
+/// Checks that `tenant` is an active tenant of `kind` — the shared guard of
+/// operations that take a tenant from the outside.
+pub fn expect_kind(tenants: &[TenantRow], tenant: &TenantId, kind: TenantKind) -> StoreResult<()> {
+    match tenants.iter().find(|t| &t.id == tenant) {
+        Some(t) if t.kind == kind => Ok(()),
+        Some(_) => Err(StoreError::Invalid(format!(
+            "tenant {tenant} is not a {}",
+            kind.as_str()
+        ))),
+        None => Err(StoreError::Invalid(format!("no tenant {tenant}"))),
+    }
+}

@@ -1,0 +1,263 @@
+//! The SQLite backend: two database files in one directory — `vault.db`
+//! (tenants, keyring, deposits, codes, audit, usage) and `identity.db` (the
+//! `applicant` group and its data keys, GB/T 35273 §6.2 separation),
+//! attached to one connection so a request commits to both in one
+//! transaction.
+//!
+//! Both run in WAL mode with `synchronous=FULL` (a 2xx means the write is on
+//! disk) and `secure_delete` (erased keys are overwritten, not left in free
+//! pages). One writer thread owns the write connection: callers queue jobs;
+//! the thread runs every queued job in its own savepoint inside one
+//! transaction and commits once (group commit). A failing job rolls back
+//! only its savepoint; a failing commit fails every job of the batch.
+//!
+//! Caveat: with WAL, SQLite commits the two files one after the other, so a
+//! power cut between the two commits can leave a deposit whose identity row
+//! is missing. Such a deposit was never acknowledged (its codes were never
+//! returned); a redemption of it fails closed as corrupt.
+
+mod ops;
+mod schema;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, ErrorCode as SqlCode};
+
+use crate::{StoreError, StoreResult};
+
+/// Jobs one transaction may hold before it commits.
+const MAX_BATCH: usize = 512;
+
+type Completion = Box<dyn FnOnce(Option<StoreError>) + Send>;
+type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Completion + Send>;
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    reader: Mutex<Connection>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The main database file in `dir`.
+pub fn vault_db(dir: &Path) -> PathBuf {
+    dir.join("vault.db")
+}
+
+/// The identity database file in `dir`.
+pub fn identity_db(dir: &Path) -> PathBuf {
+    dir.join("identity.db")
+}
+
+pub(crate) fn map_sql(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            SqlCode::DatabaseCorrupt | SqlCode::NotADatabase => StoreError::Corrupt(e.to_string()),
+            SqlCode::ConstraintViolation => StoreError::Invalid(e.to_string()),
+            _ => StoreError::Unavailable(e.to_string()),
+        },
+        rusqlite::Error::QueryReturnedNoRows
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        map_sql(e)
+    }
+}
+
+fn open_connection(dir: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(vault_db(dir))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let ident = identity_db(dir);
+    let ident = ident
+        .to_str()
+        .ok_or_else(|| StoreError::Invalid("data directory path is not UTF-8".into()))?;
+    conn.execute("ATTACH DATABASE ?1 AS ident", [ident])?;
+    conn.execute_batch(
+        "PRAGMA main.journal_mode = WAL;
+         PRAGMA ident.journal_mode = WAL;
+         PRAGMA main.synchronous = FULL;
+         PRAGMA ident.synchronous = FULL;
+         PRAGMA main.secure_delete = ON;
+         PRAGMA ident.secure_delete = ON;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir` and starts its writer.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        restrict_dir(dir);
+        let writer_conn = open_connection(dir)?;
+        schema::migrate(&writer_conn)?;
+        let reader = open_connection(dir)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("dzl-sqlite-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))
+            .map_err(|e| StoreError::Unavailable(format!("starting writer: {e}")))?;
+        Ok(SqliteStore {
+            jobs: Mutex::new(Some(tx)),
+            reader: Mutex::new(reader),
+            writer: Mutex::new(Some(handle)),
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `f` in its own savepoint in the writer's next transaction, and
+    /// returns once that transaction is committed (or failed). `Err` from `f`
+    /// rolls back everything `f` did.
+    pub(crate) fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        let (tx, rx) = mpsc::sync_channel::<StoreResult<R>>(1);
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Err(e) => Err(e.clone()),
+                Ok(conn) => in_savepoint(conn, f),
+            };
+            Box::new(move |commit_err| {
+                let out = match commit_err {
+                    Some(e) => Err(e),
+                    None => result,
+                };
+                // The caller may have gone away; nothing to do then.
+                let _ = tx.send(out);
+            })
+        });
+        let sender = self
+            .jobs
+            .lock()
+            .map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
+        sender
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        rx.recv()
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    /// Runs `f` on the read connection (a consistent WAL snapshot per statement).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError::Unavailable("reader lock poisoned".into()))?;
+        f(&conn)
+    }
+
+    /// Stops the writer after the queued jobs; later calls fail.
+    pub fn close(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Ok(mut w) = self.writer.lock() {
+            if let Some(h) = w.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Clone for StoreError {
+    fn clone(&self) -> Self {
+        match self {
+            StoreError::Refused(c) => StoreError::Refused(*c),
+            StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+            StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
+            StoreError::Invalid(s) => StoreError::Invalid(s.clone()),
+        }
+    }
+}
+
+fn in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<R>,
+) -> StoreResult<R> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Corrupt("a store job panicked".into())));
+    let end = if result.is_ok() {
+        conn.execute_batch("RELEASE job")
+    } else {
+        conn.execute_batch("ROLLBACK TO job; RELEASE job")
+    };
+    end?;
+    result
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = map_sql(e);
+            first(Err(&err))(None);
+            while let Ok(job) = rx.try_recv() {
+                job(Err(&err))(None);
+            }
+            continue;
+        }
+        let mut completions = vec![first(Ok(&conn))];
+        while completions.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => completions.push(job(Ok(&conn))),
+                Err(_) => break,
+            }
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(map_sql);
+        if let Err(e) = &commit {
+            log::error!("commit of {} jobs failed: {e}", completions.len());
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let err = commit.err();
+        for c in completions {
+            c(err.clone());
+        }
+    }
+    // Checkpoint on a clean stop so the WAL does not grow across restarts.
+    let _ = conn.execute_batch(
+        "PRAGMA main.wal_checkpoint(TRUNCATE); PRAGMA ident.wal_checkpoint(TRUNCATE);",
+    );
+}
+
+#[cfg(unix)]
+fn restrict_dir(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        log::warn!("could not restrict {} to mode 0700: {e}", dir.display());
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_dir(_dir: &Path) {}

@@ -1,0 +1,1232 @@
+//! The [`Store`] operations on SQLite. Writes go through the writer thread
+//! (`SqliteStore::write`), one savepoint each; reads of configuration go to
+//! the read connection.
+
+use chrono::{DateTime, TimeZone, Utc};
+use dzl_audit::{AuditEntry, AuditRecord, Head};
+use dzl_types::wire::{
+    CodeStatus, Decision, Outcome, OutcomeRequest, SubjectAccessResponse, SubjectDeposit,
+    SubjectRedemption,
+};
+use dzl_types::{CodeId, DepositId, ErrorCode, Group, Purpose, RedemptionId, ScopeSet, TenantId};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::SqliteStore;
+use crate::rules::{self, StoredCodeState};
+use crate::{
+    Call, CreatedCode, InitMaterial, KekRow, KekState, NewCode, NewDeposit, RedeemAttempt,
+    Redeemed, Sealed, SealedSecret, Store, StoreError, StoreResult, TenantKind, TenantRow,
+    TenantState, UsageRow,
+};
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: i64) -> StoreResult<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(v)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v} out of range")))
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("unexpected stored {what}"))
+}
+
+fn scopes(s: &str) -> StoreResult<ScopeSet> {
+    ScopeSet::parse_list(s).map_err(|_| corrupt("scope set"))
+}
+
+fn purpose(s: &str) -> StoreResult<Purpose> {
+    Purpose::parse(s).map_err(|_| corrupt("purpose"))
+}
+
+fn at(now: DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The base audit record of a call.
+fn record(call: &Call, result: &str) -> AuditRecord {
+    AuditRecord {
+        at: at(call.now),
+        actor: call.actor.clone(),
+        operation: call.operation.to_owned(),
+        result: result.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Appends `rec` to the chain, inside the caller's transaction.
+pub(crate) fn append_audit(conn: &Connection, rec: AuditRecord) -> StoreResult<()> {
+    let (seq, hash): (i64, String) = conn
+        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let e = dzl_audit::chain(seq, &hash, rec);
+    let r = &e.record;
+    conn.prepare_cached(
+        "INSERT INTO audit (seq, at, actor, operation, result, purpose, deposit_id, code_id,
+             redemption_id, subject_tenant, groups, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        e.seq,
+        r.at,
+        r.actor,
+        r.operation,
+        r.result,
+        r.purpose,
+        r.deposit_id,
+        r.code_id,
+        r.redemption_id,
+        r.subject_tenant,
+        r.groups,
+        r.detail,
+        e.prev_hash,
+        e.hash
+    ])?;
+    conn.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
+        .execute(params![e.seq, e.hash])?;
+    Ok(())
+}
+
+/// Counts one call for billing, inside the caller's transaction.
+fn meter(conn: &Connection, call: &Call, outcome: &str) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO usage (day, tenant_id, operation, outcome, calls) VALUES (?1, ?2, ?3, ?4, 1)
+         ON CONFLICT (day, tenant_id, operation, outcome) DO UPDATE SET calls = calls + 1",
+    )?
+    .execute(params![
+        call.now.format("%Y-%m-%d").to_string(),
+        call.actor,
+        call.operation,
+        outcome
+    ])?;
+    Ok(())
+}
+
+fn bump_generation(conn: &Connection) -> StoreResult<()> {
+    conn.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'generation'",
+        [],
+    )?;
+    Ok(())
+}
+
+fn insert_code(
+    conn: &Connection,
+    call: &Call,
+    deposit: &DepositId,
+    purpose: Purpose,
+    consent_expires: DateTime<Utc>,
+    code: NewCode,
+) -> StoreResult<CreatedCode> {
+    let expires_at = rules::code_deadline(call.now, code.ttl_seconds, consent_expires);
+    conn.prepare_cached(
+        "INSERT INTO codes (code_id, secret_hash, deposit_id, platform_id, funder_id, scopes, purpose,
+             state, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'issued', ?8, ?9)",
+    )?
+    .execute(params![
+        code.code_id.as_str(),
+        &code.secret_hash[..],
+        deposit.as_str(),
+        call.actor,
+        code.funder_id.as_str(),
+        code.scopes.to_list(),
+        purpose.as_str(),
+        ms(call.now),
+        ms(expires_at)
+    ])?;
+    let row = conn.last_insert_rowid();
+    append_audit(
+        conn,
+        AuditRecord {
+            operation: "code.issue".into(),
+            purpose: Some(purpose.as_str().into()),
+            deposit_id: Some(deposit.to_string()),
+            code_id: Some(code.code_id.to_string()),
+            subject_tenant: Some(code.funder_id.to_string()),
+            groups: Some(code.scopes.to_list()),
+            ..record(call, "ok")
+        },
+    )?;
+    Ok(CreatedCode {
+        code_id: code.code_id,
+        row,
+        funder_id: code.funder_id,
+        scopes: code.scopes,
+        purpose,
+        expires_at,
+    })
+}
+
+/// A deposit's row as the operations need it.
+struct DepositRow {
+    platform_id: String,
+    purpose: Purpose,
+    consent_scopes: ScopeSet,
+    consent_expires: DateTime<Utc>,
+    groups: ScopeSet,
+    erased: bool,
+}
+
+fn load_deposit(conn: &Connection, id: &str) -> StoreResult<Option<DepositRow>> {
+    let raw = conn
+        .prepare_cached(
+            "SELECT platform_id, purpose, consent_scopes, consent_expires, groups, state
+             FROM deposits WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .optional()?;
+    raw.map(|(platform_id, p, cs, ce, g, state)| {
+        Ok(DepositRow {
+            platform_id,
+            purpose: purpose(&p)?,
+            consent_scopes: scopes(&cs)?,
+            consent_expires: from_ms(ce)?,
+            groups: scopes(&g)?,
+            erased: state == "erased",
+        })
+    })
+    .transpose()
+}
+
+/// A code's row.
+struct CodeRow {
+    row: i64,
+    code_id: String,
+    secret_hash: Vec<u8>,
+    deposit_id: String,
+    platform_id: String,
+    funder_id: String,
+    scopes: ScopeSet,
+    purpose: Purpose,
+    state: StoredCodeState,
+    expires_at: DateTime<Utc>,
+    redeemed_at: Option<DateTime<Utc>>,
+}
+
+const CODE_COLUMNS: &str = "row, code_id, secret_hash, deposit_id, platform_id, funder_id, scopes,
+    purpose, state, expires_at, redeemed_at";
+
+fn code_row(r: &Row<'_>) -> rusqlite::Result<RawCode> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+type RawCode = (
+    i64,
+    String,
+    Vec<u8>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+);
+
+fn parse_code(raw: RawCode) -> StoreResult<CodeRow> {
+    let (row, code_id, secret_hash, deposit_id, platform_id, funder_id, s, p, state, exp, red) =
+        raw;
+    Ok(CodeRow {
+        row,
+        code_id,
+        secret_hash,
+        deposit_id,
+        platform_id,
+        funder_id,
+        scopes: scopes(&s)?,
+        purpose: purpose(&p)?,
+        state: StoredCodeState::parse(&state).ok_or_else(|| corrupt("code state"))?,
+        expires_at: from_ms(exp)?,
+        redeemed_at: red.map(from_ms).transpose()?,
+    })
+}
+
+fn load_code_by_id(conn: &Connection, code_id: &str) -> StoreResult<Option<CodeRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {CODE_COLUMNS} FROM codes WHERE code_id = ?1"
+    ))?
+    .query_row([code_id], code_row)
+    .optional()?
+    .map(parse_code)
+    .transpose()
+}
+
+fn load_code_by_row(conn: &Connection, row: i64) -> StoreResult<Option<CodeRow>> {
+    conn.prepare_cached(&format!("SELECT {CODE_COLUMNS} FROM codes WHERE row = ?1"))?
+        .query_row([row], code_row)
+        .optional()?
+        .map(parse_code)
+        .transpose()
+}
+
+fn outcome_of(conn: &Connection, code_row: i64) -> StoreResult<Option<Outcome>> {
+    let raw = conn
+        .prepare_cached(
+            "SELECT id, decision, amount_fen, reported_at FROM redemptions
+             WHERE code_row = ?1 AND decision IS NOT NULL",
+        )?
+        .query_row([code_row], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .optional()?;
+    raw.map(|(id, d, amount, reported)| make_outcome(id, &d, amount, reported))
+        .transpose()
+}
+
+fn make_outcome(
+    id: String,
+    decision: &str,
+    amount: Option<i64>,
+    reported: i64,
+) -> StoreResult<Outcome> {
+    Ok(Outcome {
+        redemption_id: RedemptionId::from_trusted(id),
+        decision: Decision::parse(decision).ok_or_else(|| corrupt("decision"))?,
+        amount_fen: amount.map(|a| a as u64),
+        reported_at: from_ms(reported)?,
+    })
+}
+
+fn status_of(conn: &Connection, c: &CodeRow, now: DateTime<Utc>) -> StoreResult<CodeStatus> {
+    Ok(CodeStatus {
+        code_id: CodeId::from_trusted(c.code_id.clone()),
+        deposit_id: DepositId::from_trusted(c.deposit_id.clone()),
+        state: rules::effective_state(c.state, c.expires_at, now),
+        funder_id: TenantId::from_trusted(c.funder_id.clone()),
+        scopes: c.scopes,
+        purpose: c.purpose,
+        expires_at: c.expires_at,
+        redeemed_at: c.redeemed_at,
+        outcome: outcome_of(conn, c.row)?,
+    })
+}
+
+/// The platform's own code, or `code_not_found`.
+fn owned_code(conn: &Connection, call: &Call, code: &CodeId) -> StoreResult<CodeRow> {
+    match load_code_by_id(conn, code.as_str())? {
+        Some(c) if c.platform_id == call.actor => Ok(c),
+        _ => Err(StoreError::Refused(ErrorCode::CodeNotFound)),
+    }
+}
+
+type RawTenant = (
+    String,
+    String,
+    String,
+    String,
+    u32,
+    Vec<u8>,
+    Option<String>,
+    String,
+    u32,
+    String,
+    i64,
+);
+
+fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<RawTenant> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+impl Store for SqliteStore {
+    fn create_deposit(&self, d: NewDeposit) -> StoreResult<Vec<CreatedCode>> {
+        self.write(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO deposits (id, platform_id, external_ref, purpose, consent, consent_scopes,
+                         consent_expires, groups, subject_index, subject_ref, state, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', ?11)
+                     ON CONFLICT (platform_id, external_ref) DO NOTHING",
+                )?
+                .execute(params![
+                    d.id.as_str(),
+                    d.call.actor,
+                    d.external_ref,
+                    d.purpose.as_str(),
+                    d.consent_json,
+                    consent_scopes_of(&d.consent_json)?,
+                    ms(d.consent_expires),
+                    d.groups.to_list(),
+                    d.subject_index,
+                    d.subject_ref.as_str(),
+                    ms(d.call.now)
+                ])?;
+            if inserted == 0 {
+                return Err(StoreError::Refused(ErrorCode::DuplicateExternalRef));
+            }
+            conn.prepare_cached("INSERT INTO data_keys (deposit_id, kek_version, wrapped) VALUES (?1, ?2, ?3)")?
+                .execute(params![d.id.as_str(), d.records_key.kek_version, d.records_key.bytes])?;
+            for (group, envelope) in &d.records {
+                conn.prepare_cached("INSERT INTO records (deposit_id, grp, envelope) VALUES (?1, ?2, ?3)")?
+                    .execute(params![d.id.as_str(), group.as_str(), envelope])?;
+            }
+            conn.prepare_cached(
+                "INSERT INTO ident.identities (deposit_id, kek_version, wrapped_key, envelope)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![d.id.as_str(), d.identity_key.kek_version, d.identity_key.bytes, d.identity])?;
+            append_audit(
+                conn,
+                AuditRecord {
+                    purpose: Some(d.purpose.as_str().into()),
+                    deposit_id: Some(d.id.to_string()),
+                    groups: Some(d.groups.to_list()),
+                    ..record(&d.call, "ok")
+                },
+            )?;
+            let mut created = Vec::with_capacity(d.codes.len());
+            for code in d.codes {
+                created.push(insert_code(conn, &d.call, &d.id, d.purpose, d.consent_expires, code)?);
+            }
+            meter(conn, &d.call, "ok")?;
+            Ok(created)
+        })
+    }
+
+    fn issue_code(
+        &self,
+        call: &Call,
+        deposit: &DepositId,
+        code: NewCode,
+    ) -> StoreResult<CreatedCode> {
+        let (call, deposit) = (call.clone(), deposit.clone());
+        self.write(move |conn| {
+            let dep = match load_deposit(conn, deposit.as_str())? {
+                Some(d) if d.platform_id == call.actor => d,
+                _ => return Err(StoreError::Refused(ErrorCode::DepositNotFound)),
+            };
+            if dep.erased {
+                return Err(StoreError::Refused(ErrorCode::DepositErased));
+            }
+            rules::check_grant(code.scopes, dep.consent_scopes, dep.groups)
+                .map_err(StoreError::Refused)?;
+            if call.now >= dep.consent_expires {
+                return Err(StoreError::Refused(ErrorCode::ConsentExpired));
+            }
+            let created = insert_code(
+                conn,
+                &call,
+                &deposit,
+                dep.purpose,
+                dep.consent_expires,
+                code,
+            )?;
+            meter(conn, &call, "ok")?;
+            Ok(created)
+        })
+    }
+
+    fn code_status(&self, call: &Call, code: &CodeId) -> StoreResult<CodeStatus> {
+        let (call, code) = (call.clone(), code.clone());
+        self.write(move |conn| {
+            let c = owned_code(conn, &call, &code)?;
+            let status = status_of(conn, &c, call.now)?;
+            meter(conn, &call, "ok")?;
+            Ok(status)
+        })
+    }
+
+    fn revoke_code(&self, call: &Call, code: &CodeId) -> StoreResult<CodeStatus> {
+        let (call, code) = (call.clone(), code.clone());
+        self.write(move |conn| {
+            let mut c = owned_code(conn, &call, &code)?;
+            match rules::effective_state(c.state, c.expires_at, call.now) {
+                dzl_types::wire::CodeState::Redeemed => return Err(StoreError::Refused(ErrorCode::CodeAlreadyRedeemed)),
+                dzl_types::wire::CodeState::Expired => return Err(StoreError::Refused(ErrorCode::CodeExpired)),
+                dzl_types::wire::CodeState::Revoked => {}
+                dzl_types::wire::CodeState::Issued => {
+                    conn.prepare_cached("UPDATE codes SET state = 'revoked', revoked_at = ?1 WHERE row = ?2 AND state = 'issued'")?
+                        .execute(params![ms(call.now), c.row])?;
+                    c.state = StoredCodeState::Revoked;
+                    append_audit(
+                        conn,
+                        AuditRecord {
+                            purpose: Some(c.purpose.as_str().into()),
+                            deposit_id: Some(c.deposit_id.clone()),
+                            code_id: Some(c.code_id.clone()),
+                            subject_tenant: Some(c.funder_id.clone()),
+                            groups: Some(c.scopes.to_list()),
+                            ..record(&call, "ok")
+                        },
+                    )?;
+                }
+            }
+            let status = status_of(conn, &c, call.now)?;
+            meter(conn, &call, "ok")?;
+            Ok(status)
+        })
+    }
+
+    fn erase_deposit(&self, call: &Call, deposit: &DepositId) -> StoreResult<()> {
+        let (call, deposit) = (call.clone(), deposit.clone());
+        self.write(move |conn| {
+            let dep = match load_deposit(conn, deposit.as_str())? {
+                Some(d) if d.platform_id == call.actor => d,
+                _ => return Err(StoreError::Refused(ErrorCode::DepositNotFound)),
+            };
+            if !dep.erased {
+                let id = deposit.as_str();
+                // Crypto-shredding: the data keys go (secure_delete overwrites
+                // them), and the ciphertexts with them.
+                conn.execute("DELETE FROM data_keys WHERE deposit_id = ?1", [id])?;
+                conn.execute("DELETE FROM records WHERE deposit_id = ?1", [id])?;
+                conn.execute("DELETE FROM ident.identities WHERE deposit_id = ?1", [id])?;
+                let revoked = conn.execute(
+                    "UPDATE codes SET state = 'revoked', revoked_at = ?1 WHERE deposit_id = ?2 AND state = 'issued'",
+                    params![ms(call.now), id],
+                )?;
+                conn.execute(
+                    "UPDATE deposits SET state = 'erased', erased_at = ?1 WHERE id = ?2",
+                    params![ms(call.now), id],
+                )?;
+                append_audit(
+                    conn,
+                    AuditRecord {
+                        purpose: Some(dep.purpose.as_str().into()),
+                        deposit_id: Some(id.to_owned()),
+                        groups: Some(dep.groups.to_list()),
+                        detail: Some(format!("data keys destroyed; {revoked} outstanding codes revoked")),
+                        ..record(&call, "ok")
+                    },
+                )?;
+            }
+            meter(conn, &call, "ok")?;
+            Ok(())
+        })
+    }
+
+    fn redeem(&self, call: &Call, attempt: RedeemAttempt) -> StoreResult<Redeemed> {
+        let call = call.clone();
+        let result = self.write(move |conn| redeem_in_tx(conn, &call, attempt))?;
+        result.map_err(StoreError::Refused)
+    }
+
+    fn report_outcome(
+        &self,
+        call: &Call,
+        redemption: &RedemptionId,
+        outcome: &OutcomeRequest,
+    ) -> StoreResult<Outcome> {
+        let (call, redemption, outcome) = (call.clone(), redemption.clone(), outcome.clone());
+        self.write(move |conn| {
+            let row = conn
+                .prepare_cached("SELECT funder_id, decision, deposit_id, code_id, purpose FROM redemptions WHERE id = ?1")?
+                .query_row([redemption.as_str()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .optional()?;
+            let (deposit_id, code_id, purpose) = match row {
+                Some((funder, None, d, c, p)) if funder == call.actor => (d, c, p),
+                Some((funder, Some(_), ..)) if funder == call.actor => {
+                    return Err(StoreError::Refused(ErrorCode::OutcomeAlreadyReported))
+                }
+                _ => return Err(StoreError::Refused(ErrorCode::RedemptionNotFound)),
+            };
+            let amount = outcome.amount_fen.map(|a| a.get() as i64);
+            conn.prepare_cached(
+                "UPDATE redemptions SET decision = ?1, amount_fen = ?2, reported_at = ?3
+                 WHERE id = ?4 AND decision IS NULL",
+            )?
+            .execute(params![outcome.decision.as_str(), amount, ms(call.now), redemption.as_str()])?;
+            append_audit(
+                conn,
+                AuditRecord {
+                    purpose: Some(purpose),
+                    deposit_id: Some(deposit_id),
+                    code_id: Some(code_id),
+                    redemption_id: Some(redemption.to_string()),
+                    detail: Some(format!("decision {}", outcome.decision.as_str())),
+                    ..record(&call, "ok")
+                },
+            )?;
+            meter(conn, &call, "ok")?;
+            Ok(Outcome {
+                redemption_id: redemption,
+                decision: outcome.decision,
+                amount_fen: outcome.amount_fen.map(|a| a.get()),
+                reported_at: from_ms(ms(call.now))?,
+            })
+        })
+    }
+
+    fn subject_access(
+        &self,
+        call: &Call,
+        subject_index: &str,
+    ) -> StoreResult<SubjectAccessResponse> {
+        let (call, subject_index) = (call.clone(), subject_index.to_owned());
+        self.write(move |conn| {
+            let mut deposits = Vec::new();
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, platform_id, external_ref, purpose, created_at, state, groups
+                 FROM deposits WHERE subject_index = ?1 ORDER BY created_at, id",
+            )?;
+            let mut rows = stmt.query([&subject_index])?;
+            while let Some(r) = rows.next()? {
+                deposits.push(SubjectDeposit {
+                    deposit_id: DepositId::from_trusted(r.get(0)?),
+                    platform_id: TenantId::from_trusted(r.get(1)?),
+                    external_ref: r.get(2)?,
+                    purpose: purpose(&r.get::<_, String>(3)?)?,
+                    created_at: from_ms(r.get(4)?)?,
+                    state: r.get(5)?,
+                    groups: scopes(&r.get::<_, String>(6)?)?,
+                });
+            }
+            let mut redemptions = Vec::new();
+            let mut stmt = conn.prepare_cached(
+                "SELECT r.id, r.deposit_id, r.funder_id, r.redeemed_at, r.purpose, r.scopes,
+                        r.decision, r.amount_fen, r.reported_at
+                 FROM redemptions r JOIN deposits d ON d.id = r.deposit_id
+                 WHERE d.subject_index = ?1 ORDER BY r.redeemed_at, r.id",
+            )?;
+            let mut rows = stmt.query([&subject_index])?;
+            while let Some(r) = rows.next()? {
+                let id: String = r.get(0)?;
+                let decision: Option<String> = r.get(6)?;
+                let outcome = match decision {
+                    Some(d) => Some(make_outcome(
+                        id.clone(),
+                        &d,
+                        r.get(7)?,
+                        r.get::<_, Option<i64>>(8)?.unwrap_or(0),
+                    )?),
+                    None => None,
+                };
+                redemptions.push(SubjectRedemption {
+                    redemption_id: RedemptionId::from_trusted(id),
+                    deposit_id: DepositId::from_trusted(r.get(1)?),
+                    funder_id: TenantId::from_trusted(r.get(2)?),
+                    redeemed_at: from_ms(r.get(3)?)?,
+                    purpose: purpose(&r.get::<_, String>(4)?)?,
+                    scopes: scopes(&r.get::<_, String>(5)?)?,
+                    outcome,
+                });
+            }
+            append_audit(
+                conn,
+                AuditRecord {
+                    detail: Some(format!(
+                        "{} deposits, {} redemptions reported",
+                        deposits.len(),
+                        redemptions.len()
+                    )),
+                    ..record(&call, "ok")
+                },
+            )?;
+            meter(conn, &call, "ok")?;
+            Ok(SubjectAccessResponse {
+                deposits,
+                redemptions,
+            })
+        })
+    }
+
+    fn record_refusal(&self, call: &Call, refusal: ErrorCode) -> StoreResult<()> {
+        let call = call.clone();
+        self.write(move |conn| {
+            append_audit(conn, record(&call, refusal.as_str()))?;
+            meter(conn, &call, refusal.as_str())
+        })
+    }
+
+    fn tenants(&self) -> StoreResult<Vec<TenantRow>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, kind, name, key_id, secret_kek_version, secret_sealed, scopes, purposes,
+                        rate_limit, state, created_at
+                 FROM tenants ORDER BY created_at, id",
+            )?;
+            let raws = stmt
+                .query_map([], tenant_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            raws.into_iter()
+                .map(
+                    |(id, kind, name, key_id, v, sealed, sc, pu, rate, state, created)| {
+                        Ok(TenantRow {
+                            id: TenantId::from_trusted(id),
+                            kind: TenantKind::parse(&kind).ok_or_else(|| corrupt("tenant kind"))?,
+                            name,
+                            key_id,
+                            secret: Sealed {
+                                kek_version: v,
+                                bytes: sealed,
+                            },
+                            scopes: sc.map(|s| scopes(&s)).transpose()?,
+                            purposes: dzl_types::domain::parse_purposes(&pu)
+                                .map_err(|_| corrupt("purposes"))?,
+                            rate_limit: rate,
+                            state: TenantState::parse(&state)
+                                .ok_or_else(|| corrupt("tenant state"))?,
+                            created_at: from_ms(created)?,
+                        })
+                    },
+                )
+                .collect()
+        })
+    }
+
+    fn add_tenant(&self, actor: &str, t: TenantRow) -> StoreResult<()> {
+        let actor = actor.to_owned();
+        self.write(move |conn| {
+            let purposes: Vec<&str> = t.purposes.iter().map(|p| p.as_str()).collect();
+            conn.execute(
+                "INSERT INTO tenants (id, kind, name, key_id, secret_kek_version, secret_sealed, scopes,
+                     purposes, rate_limit, state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                params![
+                    t.id.as_str(),
+                    t.kind.as_str(),
+                    t.name,
+                    t.key_id,
+                    t.secret.kek_version,
+                    t.secret.bytes,
+                    t.scopes.map(|s| s.to_list()),
+                    purposes.join(","),
+                    t.rate_limit,
+                    t.state.as_str(),
+                    ms(t.created_at)
+                ],
+            )?;
+            bump_generation(conn)?;
+            append_audit(
+                conn,
+                AuditRecord {
+                    at: at(t.created_at),
+                    actor,
+                    operation: "tenant.add".into(),
+                    result: "ok".into(),
+                    subject_tenant: Some(t.id.to_string()),
+                    groups: t.scopes.map(|s| s.to_list()),
+                    detail: Some(format!("kind {}; purposes {}", t.kind.as_str(), purposes.join(","))),
+                    ..Default::default()
+                },
+            )
+        })
+    }
+
+    fn set_tenant_state(
+        &self,
+        actor: &str,
+        tenant: &TenantId,
+        state: TenantState,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        let (actor, tenant, reason) = (actor.to_owned(), tenant.clone(), reason.to_owned());
+        self.write(move |conn| {
+            let now = Utc::now();
+            let exists: Option<String> = conn
+                .query_row(
+                    "SELECT state FROM tenants WHERE id = ?1",
+                    [tenant.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match exists {
+                None => return Err(StoreError::Invalid(format!("no tenant {tenant}"))),
+                Some(s) if s == state.as_str() => return Ok(false),
+                Some(_) => {}
+            }
+            conn.execute(
+                "UPDATE tenants SET state = ?1, updated_at = ?2 WHERE id = ?3",
+                params![state.as_str(), ms(now), tenant.as_str()],
+            )?;
+            bump_generation(conn)?;
+            append_audit(
+                conn,
+                AuditRecord {
+                    at: at(now),
+                    actor,
+                    operation: match state {
+                        TenantState::Suspended => "tenant.suspend".into(),
+                        TenantState::Active => "tenant.resume".into(),
+                    },
+                    result: "ok".into(),
+                    subject_tenant: Some(tenant.to_string()),
+                    detail: Some(reason),
+                    ..Default::default()
+                },
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn keks(&self) -> StoreResult<Vec<KekRow>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT k.version, k.state, k.wrapped, k.created_at,
+                        (SELECT count(*) FROM data_keys d WHERE d.kek_version = k.version)
+                      + (SELECT count(*) FROM ident.identities i WHERE i.kek_version = k.version)
+                 FROM keks k ORDER BY k.version",
+            )?;
+            let raws = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            raws.into_iter()
+                .map(|(version, state, wrapped, created, n)| {
+                    Ok(KekRow {
+                        version,
+                        state: KekState::parse(&state).ok_or_else(|| corrupt("kek state"))?,
+                        wrapped,
+                        created_at: from_ms(created)?,
+                        data_keys: n as u64,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn rotate_kek(&self, actor: &str, version: u32, wrapped: Vec<u8>) -> StoreResult<()> {
+        let actor = actor.to_owned();
+        self.write(move |conn| {
+            let max: Option<u32> = conn.query_row("SELECT max(version) FROM keks", [], |r| r.get(0))?;
+            let expected = max.unwrap_or(0) + 1;
+            if version != expected {
+                return Err(StoreError::Invalid(format!(
+                    "the next key version is {expected}, not {version} (another rotation ran first)"
+                )));
+            }
+            let now = Utc::now();
+            conn.execute("UPDATE keks SET state = 'decrypt_only' WHERE state = 'active'", [])?;
+            conn.execute(
+                "INSERT INTO keks (version, state, wrapped, created_at) VALUES (?1, 'active', ?2, ?3)",
+                params![version, wrapped, ms(now)],
+            )?;
+            bump_generation(conn)?;
+            append_audit(
+                conn,
+                AuditRecord {
+                    at: at(now),
+                    actor,
+                    operation: "keys.rotate".into(),
+                    result: "ok".into(),
+                    detail: Some(format!("version {version} active")),
+                    ..Default::default()
+                },
+            )
+        })
+    }
+
+    fn sealed_secret(&self, name: &str) -> StoreResult<Option<SealedSecret>> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT name, kek_version, sealed, public FROM sealed_secrets WHERE name = ?1",
+            )?
+            .query_row([name], sealed_row)
+            .optional()
+            .map_err(StoreError::from)
+        })
+    }
+
+    fn receipt_keys(&self) -> StoreResult<Vec<SealedSecret>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, kek_version, sealed, public FROM sealed_secrets
+                 WHERE name LIKE 'receipt:%' ORDER BY created_at, name",
+            )?;
+            let rows = stmt
+                .query_map([], sealed_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn initialise(&self, actor: &str, init: InitMaterial) -> StoreResult<()> {
+        let actor = actor.to_owned();
+        self.write(move |conn| {
+            let n: i64 = conn.query_row("SELECT count(*) FROM keks", [], |r| r.get(0))?;
+            if n > 0 {
+                return Err(StoreError::Invalid("the vault is already initialised".into()));
+            }
+            let now = Utc::now();
+            conn.execute(
+                "INSERT INTO keks (version, state, wrapped, created_at) VALUES (1, 'active', ?1, ?2)",
+                params![init.kek_wrapped, ms(now)],
+            )?;
+            for s in &init.secrets {
+                conn.execute(
+                    "INSERT INTO sealed_secrets (name, kek_version, sealed, public, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![s.name, s.sealed.kek_version, s.sealed.bytes, s.public, ms(now)],
+                )?;
+            }
+            bump_generation(conn)?;
+            append_audit(
+                conn,
+                AuditRecord {
+                    at: at(now),
+                    actor,
+                    operation: "vault.init".into(),
+                    result: "ok".into(),
+                    detail: Some("keyring version 1 created".into()),
+                    ..Default::default()
+                },
+            )
+        })
+    }
+
+    fn is_initialised(&self) -> StoreResult<bool> {
+        self.read(|conn| {
+            let n: i64 = conn.query_row("SELECT count(*) FROM keks", [], |r| r.get(0))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn generation(&self) -> StoreResult<i64> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM meta WHERE key = 'generation'")?
+                .query_row([], |r| r.get(0))?)
+        })
+    }
+
+    fn verify_audit(
+        &self,
+        progress: &mut dyn FnMut(i64),
+    ) -> StoreResult<Result<u64, dzl_audit::ChainError>> {
+        self.read(|conn| {
+            // One read transaction, so the head and the entries agree.
+            conn.execute_batch("BEGIN")?;
+            let result = (|| {
+                let head =
+                    conn.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+                        Ok(Head {
+                            seq: r.get(0)?,
+                            hash: r.get(1)?,
+                        })
+                    })?;
+                let mut stmt =
+                    conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"))?;
+                let rows = stmt.query_map([], audit_row)?;
+                Ok(dzl_audit::verify_chain(rows, &head, &mut *progress))
+            })();
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+    }
+
+    fn audit_entries(&self, after: i64, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![after, limit as i64], audit_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn usage(&self) -> StoreResult<Vec<UsageRow>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT day, tenant_id, operation, outcome, calls FROM usage
+                 ORDER BY day, tenant_id, operation, outcome",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(UsageRow {
+                        day: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        operation: r.get(2)?,
+                        outcome: r.get(3)?,
+                        calls: r.get::<_, i64>(4)? as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| {
+            conn.query_row("SELECT count(*) FROM ident.identities WHERE 0", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            Ok(())
+        })?;
+        self.write(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+    }
+}
+
+const AUDIT_COLUMNS: &str = "seq, at, actor, operation, result, purpose, deposit_id, code_id,
+    redemption_id, subject_tenant, groups, detail, prev_hash, hash";
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        record: AuditRecord {
+            at: r.get(1)?,
+            actor: r.get(2)?,
+            operation: r.get(3)?,
+            result: r.get(4)?,
+            purpose: r.get(5)?,
+            deposit_id: r.get(6)?,
+            code_id: r.get(7)?,
+            redemption_id: r.get(8)?,
+            subject_tenant: r.get(9)?,
+            groups: r.get(10)?,
+            detail: r.get(11)?,
+        },
+        prev_hash: r.get(12)?,
+        hash: r.get(13)?,
+    })
+}
+
+fn sealed_row(r: &Row<'_>) -> rusqlite::Result<SealedSecret> {
+    Ok(SealedSecret {
+        name: r.get(0)?,
+        sealed: Sealed {
+            kek_version: r.get(1)?,
+            bytes: r.get(2)?,
+        },
+        public: r.get(3)?,
+    })
+}
+
+fn consent_scopes_of(consent_json: &str) -> StoreResult<String> {
+    let c: dzl_types::wire::Consent = serde_json::from_str(consent_json)
+        .map_err(|_| StoreError::Invalid("consent is not a consent object".into()))?;
+    Ok(c.scopes.to_list())
+}
+
+/// The redemption transaction. `Ok(Err(code))` is a refusal whose audit entry
+/// must commit; `Err` rolls everything back.
+fn redeem_in_tx(
+    conn: &Connection,
+    call: &Call,
+    attempt: RedeemAttempt,
+) -> StoreResult<Result<Redeemed, ErrorCode>> {
+    let refuse = |code: ErrorCode, rec: AuditRecord| -> StoreResult<Result<Redeemed, ErrorCode>> {
+        append_audit(conn, rec)?;
+        meter(conn, call, code.as_str())?;
+        Ok(Err(code))
+    };
+    let base = AuditRecord {
+        purpose: Some(attempt.purpose.as_str().into()),
+        ..record(call, "ok")
+    };
+    let found = load_code_by_row(conn, attempt.code.row())?;
+    let c = match found {
+        Some(c) if attempt.code.matches(&c.secret_hash) => c,
+        // Unknown row or wrong secret: a guess. Nothing about the row is recorded.
+        _ => {
+            return refuse(
+                ErrorCode::CodeNotFound,
+                AuditRecord {
+                    result: ErrorCode::CodeNotFound.as_str().into(),
+                    ..base
+                },
+            )
+        }
+    };
+    let with_code = AuditRecord {
+        deposit_id: Some(c.deposit_id.clone()),
+        code_id: Some(c.code_id.clone()),
+        groups: Some(c.scopes.to_list()),
+        ..base
+    };
+    if c.funder_id != call.actor {
+        // A real code presented by the wrong funder: indistinguishable to the
+        // caller, but recorded with the code id for investigation.
+        return refuse(
+            ErrorCode::CodeNotFound,
+            AuditRecord {
+                result: ErrorCode::CodeNotFound.as_str().into(),
+                detail: Some("code belongs to another funder".into()),
+                ..with_code
+            },
+        );
+    }
+    let funder_state: Option<String> = conn
+        .prepare_cached("SELECT state FROM tenants WHERE id = ?1")?
+        .query_row([&call.actor], |r| r.get(0))
+        .optional()?;
+    if funder_state.as_deref() != Some("active") {
+        return refuse(
+            ErrorCode::TenantSuspended,
+            AuditRecord {
+                result: ErrorCode::TenantSuspended.as_str().into(),
+                ..with_code
+            },
+        );
+    }
+    if let Err(code) =
+        rules::redeem_decision(c.state, c.expires_at, call.now, c.purpose, attempt.purpose)
+    {
+        return refuse(
+            code,
+            AuditRecord {
+                result: code.as_str().into(),
+                ..with_code
+            },
+        );
+    }
+    // The one conditional update that makes redemption exactly-once.
+    let won = conn
+        .prepare_cached("UPDATE codes SET state = 'redeemed', redeemed_at = ?1 WHERE row = ?2 AND state = 'issued'")?
+        .execute(params![ms(call.now), c.row])?;
+    if won != 1 {
+        let code = ErrorCode::CodeAlreadyRedeemed;
+        return refuse(
+            code,
+            AuditRecord {
+                result: code.as_str().into(),
+                ..with_code
+            },
+        );
+    }
+    let (platform_id, external_ref, consent_json, dep_state): (String, String, String, String) =
+        conn.prepare_cached(
+            "SELECT platform_id, external_ref, consent, state FROM deposits WHERE id = ?1",
+        )?
+        .query_row([&c.deposit_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::Corrupt("code without deposit".into()))?;
+    if dep_state != "active" {
+        return Err(StoreError::Corrupt(
+            "issued code on an erased deposit".into(),
+        ));
+    }
+    conn.prepare_cached(
+        "INSERT INTO redemptions (id, code_row, code_id, deposit_id, platform_id, funder_id, purpose, scopes, redeemed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        attempt.redemption_id.as_str(),
+        c.row,
+        c.code_id,
+        c.deposit_id,
+        platform_id,
+        c.funder_id,
+        c.purpose.as_str(),
+        c.scopes.to_list(),
+        ms(call.now)
+    ])?;
+    let identity = if c.scopes.contains(Group::Applicant) {
+        let (v, key, env): (u32, Vec<u8>, Vec<u8>) = conn
+            .prepare_cached("SELECT kek_version, wrapped_key, envelope FROM ident.identities WHERE deposit_id = ?1")?
+            .query_row([&c.deposit_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?
+            .ok_or_else(|| StoreError::Corrupt("deposit without its identity row".into()))?;
+        Some((
+            Sealed {
+                kek_version: v,
+                bytes: key,
+            },
+            env,
+        ))
+    } else {
+        None
+    };
+    let mut records = Vec::new();
+    let mut records_key = None;
+    if c.scopes.contains(Group::Device) || c.scopes.contains(Group::Risk) {
+        let (v, key): (u32, Vec<u8>) = conn
+            .prepare_cached("SELECT kek_version, wrapped FROM data_keys WHERE deposit_id = ?1")?
+            .query_row([&c.deposit_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .ok_or_else(|| StoreError::Corrupt("deposit without its data key".into()))?;
+        records_key = Some(Sealed {
+            kek_version: v,
+            bytes: key,
+        });
+        for g in [Group::Device, Group::Risk] {
+            if c.scopes.contains(g) {
+                let env: Vec<u8> = conn
+                    .prepare_cached(
+                        "SELECT envelope FROM records WHERE deposit_id = ?1 AND grp = ?2",
+                    )?
+                    .query_row(params![c.deposit_id, g.as_str()], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("granted group missing from its deposit".into())
+                    })?;
+                records.push((g, env));
+            }
+        }
+    }
+    append_audit(
+        conn,
+        AuditRecord {
+            redemption_id: Some(attempt.redemption_id.to_string()),
+            subject_tenant: Some(platform_id.clone()),
+            ..with_code
+        },
+    )?;
+    meter(conn, call, "ok")?;
+    Ok(Ok(Redeemed {
+        redemption_id: attempt.redemption_id,
+        code_id: CodeId::from_trusted(c.code_id),
+        deposit_id: DepositId::from_trusted(c.deposit_id),
+        platform_id: TenantId::from_trusted(platform_id),
+        external_ref,
+        purpose: c.purpose,
+        consent_json,
+        scopes: c.scopes,
+        redeemed_at: from_ms(ms(call.now))?,
+        records_key,
+        records,
+        identity,
+    }))
+}
