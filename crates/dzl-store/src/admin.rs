@@ -58,8 +58,8 @@ pub enum AdminError {
 /// Result of administration.
 pub type AdminResult<T> = Result<T, AdminError>;
 
-/// Where the root key comes from.
-#[derive(Debug, Clone, Default)]
+/// Where the root key comes from. `Debug` never shows an inline key.
+#[derive(Clone, Default)]
 pub struct RootKeySource {
     /// `DZL_ROOT_KEY_FILE`.
     pub file: Option<std::path::PathBuf>,
@@ -67,12 +67,26 @@ pub struct RootKeySource {
     pub inline: Option<String>,
 }
 
+impl std::fmt::Debug for RootKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootKeySource")
+            .field("file", &self.file)
+            .field("inline", &self.inline.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 impl RootKeySource {
-    /// From the environment: `DZL_ROOT_KEY_FILE`, else `DZL_ROOT_KEY`.
+    /// From the environment: `DZL_ROOT_KEY_FILE`, else `DZL_ROOT_KEY`;
+    /// empty variables count as unset.
     pub fn from_env() -> Self {
         RootKeySource {
-            file: std::env::var_os("DZL_ROOT_KEY_FILE").map(Into::into),
-            inline: std::env::var("DZL_ROOT_KEY").ok(),
+            file: std::env::var_os("DZL_ROOT_KEY_FILE")
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
+            inline: std::env::var("DZL_ROOT_KEY")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
         }
     }
 

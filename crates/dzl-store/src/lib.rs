@@ -26,7 +26,7 @@ pub use model::*;
 pub use sqlite::SqliteStore;
 
 use dzl_types::wire::{CodeStatus, Outcome, OutcomeRequest, SubjectAccessResponse};
-use dzl_types::{CodeId, DepositId, ErrorCode, RedemptionId, TenantId};
+use dzl_types::{CodeId, DepositId, ErrorCode, Purpose, RedemptionId, TenantId};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +56,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a deposit with its sealed groups and its first codes.
     fn create_deposit(&self, deposit: NewDeposit) -> StoreResult<Vec<CreatedCode>>;
-    /// Issues one more code on a deposit the platform owns.
+    /// Issues one more code on a deposit the platform owns, for a funder
+    /// entitled to `funder_purposes` (checked against the deposit's purpose).
     fn issue_code(
         &self,
         call: &Call,
         deposit: &DepositId,
         code: NewCode,
+        funder_purposes: &[Purpose],
     ) -> StoreResult<CreatedCode>;
     /// A code's status, for the platform that owns it.
     fn code_status(&self, call: &Call, code: &CodeId) -> StoreResult<CodeStatus>;

@@ -12,9 +12,71 @@ use serde::{Deserialize, Serialize};
 #[error("{0}")]
 pub struct Invalid(pub &'static str);
 
+/// Gives a fieldless enum its wire names from one table: `as_str`,
+/// `Serialize` (a string) and `Deserialize` (from a string only). serde's
+/// derive would also take `{"name": null}` for a unit variant from JSON; the
+/// schemas take a string and nothing else.
+macro_rules! wire_enum {
+    ($name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+        impl $name {
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)+
+                }
+            }
+        }
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const NAMES: &[&str] = &[$($wire),+];
+                struct NameVisitor;
+                impl serde::de::Visitor<'_> for NameVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(f, "a string, one of {}", NAMES.join(", "))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        match v {
+                            $($wire => Ok($name::$variant),)+
+                            _ => Err(E::unknown_variant(v, NAMES)),
+                        }
+                    }
+                }
+                d.deserialize_str(NameVisitor)
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
+/// Deserialises `T` from a map (a JSON object) only. serde's derived struct
+/// deserialiser also takes a sequence of the field values in declaration
+/// order (`[712]` would make a risk record); the schemas take objects only.
+pub(crate) fn object_only<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+}
+
 /// A record group: the unit of consent, of grants and of encryption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Group {
     /// Identity fields (身份信息); stored apart from the others.
     Applicant,
@@ -24,18 +86,15 @@ pub enum Group {
     Risk,
 }
 
+wire_enum!(Group {
+    Applicant => "applicant",
+    Device => "device",
+    Risk => "risk",
+});
+
 impl Group {
     /// Every group, in canonical order.
     pub const ALL: [Group; 3] = [Group::Applicant, Group::Device, Group::Risk];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Group::Applicant => "applicant",
-            Group::Device => "device",
-            Group::Risk => "risk",
-        }
-    }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
@@ -161,8 +220,7 @@ impl<'de> Deserialize<'de> for ScopeSet {
 }
 
 /// Why the funder wants the data: 授信 (credit application) or 用信 (drawdown).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {
     /// 授信申请.
     CreditApplication,
@@ -170,17 +228,14 @@ pub enum Purpose {
     Drawdown,
 }
 
+wire_enum!(Purpose {
+    CreditApplication => "credit_application",
+    Drawdown => "drawdown",
+});
+
 impl Purpose {
     /// Every purpose.
     pub const ALL: [Purpose; 2] = [Purpose::CreditApplication, Purpose::Drawdown];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::CreditApplication => "credit_application",
-            Purpose::Drawdown => "drawdown",
-        }
-    }
 
     /// Parses a wire name.
     pub fn parse(s: &str) -> Result<Self, Invalid> {
@@ -213,8 +268,7 @@ pub fn parse_purposes(s: &str) -> Result<Vec<Purpose>, Invalid> {
 }
 
 /// The kind of identity document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdType {
     /// 居民身份证 (18 characters, GB 11643 check digit).
     ResidentId,
@@ -228,18 +282,13 @@ pub enum IdType {
     ForeignPermanentResident,
 }
 
-impl IdType {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdType::ResidentId => "resident_id",
-            IdType::Passport => "passport",
-            IdType::HkMacaoPermit => "hk_macao_permit",
-            IdType::TaiwanPermit => "taiwan_permit",
-            IdType::ForeignPermanentResident => "foreign_permanent_resident",
-        }
-    }
-}
+wire_enum!(IdType {
+    ResidentId => "resident_id",
+    Passport => "passport",
+    HkMacaoPermit => "hk_macao_permit",
+    TaiwanPermit => "taiwan_permit",
+    ForeignPermanentResident => "foreign_permanent_resident",
+});
 
 const PROVINCES: [&str; 36] = [
     "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41",
@@ -512,6 +561,26 @@ mod tests {
         assert!(serde_json::from_str::<ScopeSet>(r#"["risk","risk"]"#).is_err());
         assert!(serde_json::from_str::<ScopeSet>("[]").is_err());
         assert_eq!(ScopeSet::parse_list("applicant,risk").unwrap(), s);
+    }
+
+    #[test]
+    fn wire_enums_are_strings_only() {
+        for g in Group::ALL {
+            let json = serde_json::to_string(&g).unwrap();
+            assert_eq!(json, format!("\"{}\"", g.as_str()));
+            assert_eq!(serde_json::from_str::<Group>(&json).unwrap(), g);
+        }
+        for p in Purpose::ALL {
+            let v = serde_json::to_value(p).unwrap();
+            assert_eq!(serde_json::from_value::<Purpose>(v).unwrap(), p);
+        }
+        // serde's derive took `{"variant": null}` as the unit variant.
+        assert!(serde_json::from_str::<Group>(r#"{"risk":null}"#).is_err());
+        assert!(serde_json::from_str::<ScopeSet>(r#"[{"risk":null}]"#).is_err());
+        assert!(serde_json::from_str::<Purpose>(r#"{"drawdown":null}"#).is_err());
+        assert!(serde_json::from_str::<IdType>(r#"{"passport":null}"#).is_err());
+        assert!(serde_json::from_str::<IdType>(r#""Passport""#).is_err());
+        assert!(serde_json::from_str::<IdType>("0").is_err());
     }
 
     #[test]

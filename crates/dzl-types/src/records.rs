@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ascii_type, check_ascii, check_id_number, string_newtype_serde, text_type, IdType, Invalid,
-    IpText, Phone,
+    ascii_type, check_ascii, check_id_number, object_only, string_newtype_serde, text_type,
+    wire_enum, IdType, Invalid, IpText, Phone,
 };
 
 text_type!(
@@ -74,17 +74,20 @@ impl std::fmt::Debug for IdNumber {
 }
 
 /// Gender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Gender {
     Male,
     Female,
 }
 
+wire_enum!(Gender {
+    Male => "male",
+    Female => "female",
+});
+
 /// Highest education completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Education {
     Primary,
@@ -98,9 +101,20 @@ pub enum Education {
     Unknown,
 }
 
+wire_enum!(Education {
+    Primary => "primary",
+    JuniorHigh => "junior_high",
+    SeniorHigh => "senior_high",
+    Vocational => "vocational",
+    Associate => "associate",
+    Bachelor => "bachelor",
+    Master => "master",
+    Doctorate => "doctorate",
+    Unknown => "unknown",
+});
+
 /// Marital status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum MaritalStatus {
     Single,
@@ -109,6 +123,14 @@ pub enum MaritalStatus {
     Widowed,
     Unknown,
 }
+
+wire_enum!(MaritalStatus {
+    Single => "single",
+    Married => "married",
+    Divorced => "divorced",
+    Widowed => "widowed",
+    Unknown => "unknown",
+});
 
 /// Upper bound of money amounts in fen (10^12 fen = 10 billion yuan).
 pub const MAX_FEN: u64 = 1_000_000_000_000;
@@ -137,8 +159,7 @@ struct RawApplicant {
 }
 
 /// The identity group (身份信息). Kept in its own store, under its own key.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "RawApplicant")]
+#[derive(Clone, PartialEq, Serialize)]
 #[allow(missing_docs)]
 pub struct Applicant {
     pub name: Name,
@@ -159,6 +180,13 @@ pub struct Applicant {
     pub employer: Option<Employer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monthly_income_fen: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for Applicant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: RawApplicant = object_only(d)?;
+        Applicant::try_from(raw).map_err(serde::de::Error::custom)
+    }
 }
 
 impl TryFrom<RawApplicant> for Applicant {
@@ -217,8 +245,7 @@ impl std::fmt::Debug for Applicant {
 }
 
 /// Operating system family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Os {
     Android,
@@ -230,9 +257,18 @@ pub enum Os {
     Other,
 }
 
+wire_enum!(Os {
+    Android => "android",
+    Ios => "ios",
+    Harmonyos => "harmonyos",
+    Windows => "windows",
+    Macos => "macos",
+    Linux => "linux",
+    Other => "other",
+});
+
 /// Network type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Network {
     Wifi,
@@ -241,44 +277,64 @@ pub enum Network {
     Other,
 }
 
-/// The device group (设备信息).
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+wire_enum!(Network {
+    Wifi => "wifi",
+    Cellular => "cellular",
+    Ethernet => "ethernet",
+    Other => "other",
+});
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDevice {
+    device_id: DeviceId,
+    os: Os,
+    ip: IpText,
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    os_version: Option<OsVersion>,
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    model: Option<DeviceModel>,
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    app_version: Option<AppVersion>,
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    network: Option<Network>,
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    user_agent: Option<UserAgent>,
+}
+
+/// The device group (设备信息).
+#[derive(Clone, PartialEq, Serialize)]
 #[allow(missing_docs)]
 pub struct Device {
     pub device_id: DeviceId,
     pub os: Os,
     pub ip: IpText,
-    #[serde(
-        default,
-        deserialize_with = "crate::domain::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub os_version: Option<OsVersion>,
-    #[serde(
-        default,
-        deserialize_with = "crate::domain::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<DeviceModel>,
-    #[serde(
-        default,
-        deserialize_with = "crate::domain::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app_version: Option<AppVersion>,
-    #[serde(
-        default,
-        deserialize_with = "crate::domain::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
-    #[serde(
-        default,
-        deserialize_with = "crate::domain::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<UserAgent>,
+}
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r: RawDevice = object_only(d)?;
+        Ok(Device {
+            device_id: r.device_id,
+            os: r.os,
+            ip: r.ip,
+            os_version: r.os_version,
+            model: r.model,
+            app_version: r.app_version,
+            network: r.network,
+            user_agent: r.user_agent,
+        })
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -410,8 +466,7 @@ struct RawRisk {
 }
 
 /// The risk group (风险信息): a score, a grade, tags and named features.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "RawRisk")]
+#[derive(Clone, PartialEq, Serialize)]
 #[allow(missing_docs)]
 pub struct Risk {
     pub score: Score,
@@ -423,6 +478,13 @@ pub struct Risk {
     pub features: Option<BTreeMap<FeatureName, serde_json::Number>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_version: Option<ModelVersion>,
+}
+
+impl<'de> Deserialize<'de> for Risk {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: RawRisk = object_only(d)?;
+        Risk::try_from(raw).map_err(serde::de::Error::custom)
+    }
 }
 
 impl TryFrom<RawRisk> for Risk {

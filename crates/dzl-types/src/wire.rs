@@ -195,8 +195,7 @@ pub struct IssueCodeRequest {
 }
 
 /// A code's life cycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeState {
     /// Redeemable.
     Issued,
@@ -208,21 +207,15 @@ pub enum CodeState {
     Revoked,
 }
 
-impl CodeState {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CodeState::Issued => "issued",
-            CodeState::Redeemed => "redeemed",
-            CodeState::Expired => "expired",
-            CodeState::Revoked => "revoked",
-        }
-    }
-}
+crate::domain::wire_enum!(CodeState {
+    Issued => "issued",
+    Redeemed => "redeemed",
+    Expired => "expired",
+    Revoked => "revoked",
+});
 
 /// The funder's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Credit granted / drawdown paid.
     Approved,
@@ -232,15 +225,13 @@ pub enum Decision {
     Withdrawn,
 }
 
+crate::domain::wire_enum!(Decision {
+    Approved => "approved",
+    Declined => "declined",
+    Withdrawn => "withdrawn",
+});
+
 impl Decision {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Approved => "approved",
-            Decision::Declined => "declined",
-            Decision::Withdrawn => "withdrawn",
-        }
-    }
     /// Parses the wire name.
     pub fn parse(s: &str) -> Option<Self> {
         match s {

@@ -429,8 +429,10 @@ impl Store for SqliteStore {
         call: &Call,
         deposit: &DepositId,
         code: NewCode,
+        funder_purposes: &[Purpose],
     ) -> StoreResult<CreatedCode> {
-        let (call, deposit) = (call.clone(), deposit.clone());
+        let (call, deposit, funder_purposes) =
+            (call.clone(), deposit.clone(), funder_purposes.to_vec());
         self.write(move |conn| {
             let dep = match load_deposit(conn, deposit.as_str())? {
                 Some(d) if d.platform_id == call.actor => d,
@@ -441,6 +443,9 @@ impl Store for SqliteStore {
             }
             rules::check_grant(code.scopes, dep.consent_scopes, dep.groups)
                 .map_err(StoreError::Refused)?;
+            if !funder_purposes.contains(&dep.purpose) {
+                return Err(StoreError::Refused(ErrorCode::FunderNotEntitled));
+            }
             if call.now >= dep.consent_expires {
                 return Err(StoreError::Refused(ErrorCode::ConsentExpired));
             }

@@ -1,0 +1,180 @@
+//! Opening the vault the way every verb after `init` does: a [`Context`]
+//! (data directory, root key source, audit actor) resolved once from flags,
+//! configuration and environment, and a [`Vault`] — the SQLite store plus
+//! the keyring opened with the root key.
+//!
+//! Invariants:
+//! * Opening never creates anything: a data directory without `vault.db` is
+//!   reported as not initialised, not silently turned into an empty store.
+//!   Only `init` creates a store.
+//! * Every verb that opens a [`Vault`] first proves the root key opens the
+//!   keyring, even verbs that do not decrypt anything (`tenant list`,
+//!   `suspend`): holding the root key is what makes someone an operator of
+//!   this vault, and a wrong key or data directory is caught before anything
+//!   is read or changed.
+//! * The root key is held in memory only; nothing here prints or logs it
+//!   (only its fingerprint).
+
+use std::path::{Path, PathBuf};
+
+use dzl_crypto::{Keyring, RootKey};
+use dzl_store::admin::{self, RootKeySource};
+use dzl_store::{SqliteStore, Store};
+
+use crate::error::{from_admin, CliError};
+use crate::settings::Settings;
+
+/// Everything a verb needs to know about where and as whom it runs.
+#[derive(Clone)]
+pub struct Context {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Where the root key comes from.
+    pub root_key: RootKeySource,
+    /// Who is acting, for the audit trail (`cli:<user>`).
+    pub actor: String,
+}
+
+impl std::fmt::Debug for Context {
+    // By hand: `RootKeySource` may hold the root key itself (`DZL_ROOT_KEY`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("data_dir", &self.data_dir)
+            .field("root_key_file", &self.root_key.file)
+            .field("root_key_inline", &self.root_key.inline.is_some())
+            .field("actor", &self.actor)
+            .finish()
+    }
+}
+
+impl Context {
+    /// A context for `data_dir`, taking the root key from the environment
+    /// (`DZL_ROOT_KEY_FILE`, else `DZL_ROOT_KEY`) and the actor from the OS
+    /// user.
+    /// An empty variable counts as unset.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let mut root_key = RootKeySource::from_env();
+        root_key.file = root_key.file.filter(|f| !f.as_os_str().is_empty());
+        root_key.inline = root_key.inline.filter(|k| !k.trim().is_empty());
+        Context {
+            data_dir: data_dir.into(),
+            root_key,
+            actor: admin::cli_actor(),
+        }
+    }
+
+    /// The context of a command line: `--config` and `--data-dir` resolved
+    /// through [`Settings`], the root key from the environment.
+    pub fn from_args(config: Option<&Path>, data_dir: Option<PathBuf>) -> Result<Self, CliError> {
+        let settings = Settings::load(config)?.with_data_dir(data_dir);
+        Ok(Context::new(settings.store.data_dir))
+    }
+
+    /// Loads the root key.
+    pub fn load_root_key(&self) -> Result<RootKey, CliError> {
+        self.root_key
+            .load()
+            .map_err(|e| from_admin(e, &self.data_dir, ""))
+    }
+
+    /// Whether the data directory holds a store file at all.
+    pub fn store_exists(&self) -> bool {
+        dzl_store::sqlite::vault_db(&self.data_dir).is_file()
+    }
+
+    /// A warning when the root key file can be read by group or others.
+    pub fn root_key_file_warning(&self) -> Option<String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.root_key.file.as_ref()?;
+            let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+            (mode & 0o077 != 0).then(|| {
+                format!(
+                    "the root key file {} has mode {mode:04o}: anyone in its group or others \
+                     may read it; run `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                )
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+}
+
+/// An initialised vault, opened with a root key that opens its keyring, by
+/// the operator of a [`Context`].
+pub struct Vault {
+    store: SqliteStore,
+    root: RootKey,
+    keyring: Keyring,
+    data_dir: PathBuf,
+    actor: String,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("store", &self.store)
+            .field("root_key_fingerprint", &self.root.fingerprint())
+            .field("keyring", &self.keyring)
+            .field("actor", &self.actor)
+            .finish()
+    }
+}
+
+impl Vault {
+    /// Opens the vault of `ctx`: refuses a data directory without an
+    /// initialised store ([`CliError::NotInitialised`]) and a root key that
+    /// does not open the keyring ([`CliError::WrongRootKey`]).
+    pub fn open(ctx: &Context) -> Result<Self, CliError> {
+        let not_initialised = || CliError::NotInitialised {
+            dir: ctx.data_dir.clone(),
+        };
+        if !ctx.store_exists() {
+            return Err(not_initialised());
+        }
+        let store = SqliteStore::open(&ctx.data_dir)?;
+        if !store.is_initialised()? {
+            return Err(not_initialised());
+        }
+        let root = ctx.load_root_key()?;
+        let keyring = admin::load_keyring(&store, &root)
+            .map_err(|e| from_admin(e, &ctx.data_dir, &root.fingerprint()))?;
+        Ok(Vault {
+            store,
+            root,
+            keyring,
+            data_dir: ctx.data_dir.clone(),
+            actor: ctx.actor.clone(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SqliteStore {
+        &self.store
+    }
+
+    /// The keyring, opened.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Who is acting, for the audit trail.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// The root key (for verbs that rewrap the keyring).
+    pub fn root_key(&self) -> &RootKey {
+        &self.root
+    }
+}

@@ -1,0 +1,305 @@
+//! The front door of every `/v1/` route, in the order the OpenAPI document
+//! states: body size (413) → signature (401) → tenant state and kind (403)
+//! → rate limit (429) → media type (415) → JSON syntax (400) → schema (422).
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+use dzl_store::{TenantKind, TenantState};
+use dzl_types::signing::{self, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use dzl_types::ErrorCode;
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, Loaded, NotReady, Tenant};
+
+/// Largest accepted body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Reads the body, refusing more than 64 KiB (413) before reading it all.
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> ApiResult<web::Bytes> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::with_detail(ErrorCode::MalformedJson, "The body could not be read")
+        })?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::new(ErrorCode::PayloadTooLarge));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// An authenticated caller.
+pub struct Caller {
+    /// The tenant.
+    pub tenant: Arc<Tenant>,
+    /// The keys and tenants it was checked against.
+    pub loaded: Arc<Loaded>,
+}
+
+/// Keys and tenants, or 503.
+pub fn ready(state: &AppState) -> ApiResult<Arc<Loaded>> {
+    state.loaded().map_err(|why| match why {
+        NotReady::Store(_) => {
+            ApiError::with_detail(ErrorCode::StorageUnavailable, "The store is unavailable.")
+        }
+        _ => ApiError::with_detail(ErrorCode::NotReady, "The vault is not ready."),
+    })
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> ApiResult<Option<&'a str>> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            ApiError::with_detail(
+                ErrorCode::InvalidHeader,
+                format!("{name} is not visible ASCII"),
+            )
+        }),
+    }
+}
+
+/// [`authenticate`], then the tenant's rate limit.
+pub fn authenticate(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    kind: TenantKind,
+) -> ApiResult<Caller> {
+    let caller = authenticate_only(state, req, body, kind)?;
+    admit(state, &caller)?;
+    Ok(caller)
+}
+
+/// Takes one request token from the caller's bucket, or 429.
+pub fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
+    let now = state.now().timestamp_millis() as f64 / 1000.0;
+    state
+        .limiter
+        .admit(&caller.tenant.id, caller.tenant.rate_limit, now)
+        .map_err(|secs| ApiError::rate_limited(secs, "The tenant's request rate limit is exceeded"))
+}
+
+/// Checks the request signature (DESIGN §4), the nonce, and the tenant's
+/// state and kind.
+pub fn authenticate_only(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    kind: TenantKind,
+) -> ApiResult<Caller> {
+    let loaded = ready(state)?;
+    let key_id = header(req, HEADER_KEY_ID)?;
+    let ts = header(req, HEADER_TIMESTAMP)?;
+    let nonce = header(req, HEADER_NONCE)?;
+    let sig = header(req, HEADER_SIGNATURE)?;
+    let (Some(key_id), Some(ts), Some(nonce), Some(sig)) = (key_id, ts, nonce, sig) else {
+        return Err(ApiError::with_detail(
+            ErrorCode::MissingSignature,
+            "X-DZL-Key-Id, X-DZL-Timestamp, X-DZL-Nonce and X-DZL-Signature are all required",
+        ));
+    };
+    let ts: i64 = ts.parse().map_err(|_| {
+        ApiError::with_detail(
+            ErrorCode::InvalidHeader,
+            "X-DZL-Timestamp must be unix seconds",
+        )
+    })?;
+    if !signing::valid_nonce(nonce) {
+        return Err(ApiError::with_detail(
+            ErrorCode::InvalidHeader,
+            "X-DZL-Nonce must be 16-64 characters of A-Z a-z 0-9 _ -",
+        ));
+    }
+    {
+        use base64::Engine as _;
+        if base64::engine::general_purpose::STANDARD
+            .decode(sig)
+            .is_err()
+        {
+            return Err(ApiError::with_detail(
+                ErrorCode::InvalidHeader,
+                "X-DZL-Signature must be standard base64",
+            ));
+        }
+    }
+    let now = state.now().timestamp();
+    let skew = state.settings.limits.max_skew_seconds;
+    if (now - ts).abs() > skew {
+        return Err(ApiError::with_detail(
+            ErrorCode::StaleTimestamp,
+            format!("X-DZL-Timestamp must be within {skew} s of the server clock"),
+        ));
+    }
+    if ts < state.started_at {
+        return Err(ApiError::with_detail(
+            ErrorCode::StaleTimestamp,
+            "The request was signed before the vault started; sign it again",
+        ));
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let canonical = signing::canonical(req.method().as_str(), path, ts, nonce, body);
+    // Unknown key and bad signature are deliberately the same answer.
+    let tenant = loaded
+        .by_key
+        .get(key_id)
+        .filter(|t| signing::verify(&t.secret, &canonical, sig))
+        .cloned()
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidSignature))?;
+    if !state.nonces.insert(key_id, nonce, now) {
+        return Err(ApiError::new(ErrorCode::NonceReplayed));
+    }
+    if tenant.state == TenantState::Suspended {
+        return Err(ApiError::with_detail(
+            ErrorCode::TenantSuspended,
+            "This tenant is suspended; contact the bureau's operators",
+        ));
+    }
+    if tenant.kind != kind {
+        return Err(ApiError::with_detail(
+            ErrorCode::Forbidden,
+            format!("Only {} tenants may call this route", kind.as_str()),
+        ));
+    }
+    Ok(Caller { tenant, loaded })
+}
+
+/// Parses a JSON body strictly: 415 unless `application/json`, 400 for bad
+/// syntax, 422 with the JSON pointer of the first schema violation. Details
+/// never echo input values.
+pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> ApiResult<T> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::with_detail(
+            ErrorCode::UnsupportedMediaType,
+            "Content-Type must be application/json",
+        ));
+    }
+    // Every request body is a JSON object; serde would also take a struct
+    // from an array of its field values, which the schemas refuse.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde_json::Value>(body).is_ok()
+    {
+        return Err(ApiError::invalid("", "/: the body must be a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::with_detail(
+                ErrorCode::MalformedJson,
+                format!(
+                    "The body is not well-formed JSON (line {}, column {})",
+                    inner.line(),
+                    inner.column()
+                ),
+            );
+        }
+        let mut pointer = pointer_of(e.path());
+        let mut message = sanitise(&inner.to_string());
+        // Messages of our own newtypes name their field: `id_number: …`.
+        if let Some((field, rest)) = message.split_once(": ") {
+            if !field.is_empty() && field.bytes().all(|c| c.is_ascii_lowercase() || c == b'_') {
+                pointer = format!("{pointer}/{field}");
+                message = rest.to_owned();
+            }
+        }
+        ApiError::invalid(
+            &pointer,
+            format!(
+                "{}: {message}",
+                if pointer.is_empty() { "/" } else { &pointer }
+            ),
+        )
+    })?;
+    de.end().map_err(|_| {
+        ApiError::with_detail(
+            ErrorCode::MalformedJson,
+            "Trailing characters after the JSON value",
+        )
+    })?;
+    Ok(value)
+}
+
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("/{index}")),
+            Segment::Map { key } => {
+                out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1")))
+            }
+            Segment::Enum { variant } => out.push_str(&format!("/{variant}")),
+            Segment::Unknown => out.push_str("/?"),
+        }
+    }
+    out
+}
+
+/// Removes anything serde quoted from the input (`invalid type: string "…"`)
+/// and the trailing position, so no value reaches the response or a log.
+fn sanitise(message: &str) -> String {
+    // Field names (`unknown field `x``, `missing field `x``) are the schema's
+    // words and stay; any other back-quoted text may be a value and goes.
+    let names_fields = ["unknown field", "missing field", "duplicate field"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    let mut out = String::with_capacity(message.len());
+    let mut in_quote: Option<char> = None;
+    for c in message.chars() {
+        match in_quote {
+            Some(q) if c == q => in_quote = None,
+            Some(_) => {}
+            None if c == '"' || (c == '`' && !names_fields) => {
+                out.push(c);
+                out.push('…');
+                out.push(c);
+                in_quote = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    match out.find(" at line ") {
+        Some(i) => out[..i].to_owned(),
+        None => out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitise;
+
+    #[test]
+    fn quoted_values_never_survive() {
+        let m = sanitise("invalid type: string \"13800138000\", expected u16 at line 1 column 20");
+        assert!(!m.contains("13800138000"));
+        assert_eq!(m, "invalid type: string \"…\", expected u16");
+        let m = sanitise("invalid type: integer `13800138000`, expected a string");
+        assert!(!m.contains("13800138000"));
+        let m = sanitise("unknown field `nickname`, expected one of `name`, `phone`");
+        assert!(m.contains("nickname"));
+    }
+}

@@ -1,0 +1,203 @@
+//! In-memory guards of the request path: the nonce cache (replay
+//! protection), per-tenant token buckets (request rate limits), and the
+//! failed-redemption windows that throttle and then suspend a guessing
+//! funder. One process serves one data directory (the server holds a lock
+//! on it), so process memory is the whole truth for the SQLite backend.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use dzl_types::TenantId;
+
+use crate::settings::LimitSettings;
+
+const SHARDS: usize = 16;
+
+/// Nonces seen within the skew window, per key id.
+pub struct NonceCache {
+    shards: Vec<Mutex<HashMap<(String, String), i64>>>,
+    window: i64,
+}
+
+impl NonceCache {
+    /// A cache remembering nonces for twice `skew` seconds.
+    pub fn new(skew: i64) -> Self {
+        NonceCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            window: 2 * skew,
+        }
+    }
+
+    /// Records `(key_id, nonce)` at `now`; `false` if it was seen before.
+    pub fn insert(&self, key_id: &str, nonce: &str, now: i64) -> bool {
+        let shard = shard_of(nonce);
+        let Ok(mut map) = self.shards[shard].lock() else {
+            return false;
+        };
+        if map.len() > 4096 && map.len().is_power_of_two() {
+            map.retain(|_, seen| now - *seen <= self.window);
+        }
+        let key = (key_id.to_owned(), nonce.to_owned());
+        match map.get(&key) {
+            Some(seen) if now - *seen <= self.window => false,
+            _ => {
+                map.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+fn shard_of(s: &str) -> usize {
+    s.bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+        % SHARDS
+}
+
+struct Bucket {
+    tokens: f64,
+    last: f64,
+}
+
+#[derive(Default)]
+struct Failures {
+    minute_start: i64,
+    minute: u32,
+    hour_start: i64,
+    hour: u32,
+}
+
+/// Per-tenant request rate limits and failed-redemption windows.
+pub struct Limiter {
+    buckets: Mutex<HashMap<TenantId, Bucket>>,
+    failures: Mutex<HashMap<TenantId, Failures>>,
+    per_minute: u32,
+    per_hour: u32,
+}
+
+/// What a failed redemption leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FailureVerdict {
+    /// Keep going.
+    Counted,
+    /// The hourly threshold is reached: suspend the funder.
+    Suspend,
+}
+
+impl Limiter {
+    /// A limiter with the configured thresholds.
+    pub fn new(s: &LimitSettings) -> Self {
+        Limiter {
+            buckets: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            per_minute: s.failed_redemptions_per_minute,
+            per_hour: s.failed_redemptions_per_hour,
+        }
+    }
+
+    /// Takes one request token; `Err(seconds)` to wait when none is left.
+    /// `now` is in seconds (fractional).
+    pub fn admit(&self, tenant: &TenantId, rate: u32, now: f64) -> Result<(), u64> {
+        let rate = f64::from(rate.max(1));
+        let Ok(mut map) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let b = map.entry(tenant.clone()).or_insert(Bucket {
+            tokens: rate,
+            last: now,
+        });
+        b.tokens = (b.tokens + (now - b.last).max(0.0) * rate).min(rate);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Whether a funder is throttled for guessing: `Err(seconds)` until the
+    /// current minute's window ends.
+    pub fn check_guessing(&self, tenant: &TenantId, now: i64) -> Result<(), u64> {
+        let Ok(map) = self.failures.lock() else {
+            return Ok(());
+        };
+        match map.get(tenant) {
+            Some(f) if now - f.minute_start < 60 && f.minute >= self.per_minute => {
+                Err((60 - (now - f.minute_start)).max(1) as u64)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a redemption of an unknown code.
+    pub fn record_failure(&self, tenant: &TenantId, now: i64) -> FailureVerdict {
+        let Ok(mut map) = self.failures.lock() else {
+            return FailureVerdict::Counted;
+        };
+        let f = map.entry(tenant.clone()).or_default();
+        if now - f.minute_start >= 60 {
+            f.minute_start = now;
+            f.minute = 0;
+        }
+        if now - f.hour_start >= 3600 {
+            f.hour_start = now;
+            f.hour = 0;
+        }
+        f.minute += 1;
+        f.hour += 1;
+        if f.hour >= self.per_hour {
+            // Start afresh once an operator resumes the funder.
+            *f = Failures::default();
+            FailureVerdict::Suspend
+        } else {
+            FailureVerdict::Counted
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantId {
+        TenantId::parse(&format!("ten_{}", "0".repeat(32))).unwrap()
+    }
+
+    #[test]
+    fn nonces_are_refused_the_second_time_within_the_window() {
+        let c = NonceCache::new(300);
+        assert!(c.insert("k", "n0nce-0000000001", 1000));
+        assert!(!c.insert("k", "n0nce-0000000001", 1100));
+        assert!(c.insert("other", "n0nce-0000000001", 1100));
+    }
+
+    #[test]
+    fn buckets_refill_at_the_rate() {
+        let l = Limiter::new(&LimitSettings::default());
+        let t = tenant();
+        assert!(l.admit(&t, 2, 0.0).is_ok());
+        assert!(l.admit(&t, 2, 0.0).is_ok());
+        assert_eq!(l.admit(&t, 2, 0.0), Err(1));
+        assert!(l.admit(&t, 2, 0.6).is_ok());
+    }
+
+    #[test]
+    fn guessing_throttles_then_suspends() {
+        let s = LimitSettings {
+            failed_redemptions_per_minute: 3,
+            failed_redemptions_per_hour: 5,
+            ..Default::default()
+        };
+        let l = Limiter::new(&s);
+        let t = tenant();
+        for _ in 0..3 {
+            assert_eq!(l.record_failure(&t, 100), FailureVerdict::Counted);
+        }
+        assert_eq!(l.check_guessing(&t, 110), Err(50));
+        assert!(l.check_guessing(&t, 160).is_ok(), "a new minute");
+        assert_eq!(l.record_failure(&t, 161), FailureVerdict::Counted);
+        assert_eq!(l.record_failure(&t, 162), FailureVerdict::Suspend);
+    }
+}

@@ -1,0 +1,209 @@
+//! The funder's routes: redeem a code (exactly once, scoped, with a signed
+//! receipt) and report the decision.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use dzl_store::admin::{wrapped, VaultKeys};
+use dzl_store::{RedeemAttempt, Redeemed, TenantKind, TenantState};
+use dzl_types::wire::{
+    Consent, OutcomeRequest, Receipt, ReceiptBody, RedemptionRequest, RedemptionResponse,
+};
+use dzl_types::{AuthCode, ErrorCode, Group, RedemptionId, TenantId};
+use serde_json::value::RawValue;
+
+use super::{block, call, path_id, State};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{admit, authenticate, authenticate_only, parse_json, read_body, Caller};
+use crate::limits::FailureVerdict;
+
+const OPERATION: &str = "redemption.create";
+const GUESSING_REASON: &str = "automatic: too many redemptions of unknown codes in an hour";
+
+/// `POST /v1/redemptions`.
+pub async fn redeem(
+    state: State,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload).await?;
+    let caller = authenticate_only(&state, &req, &body, TenantKind::Funder)?;
+    match redeem_checked(&state, &req, &body, &caller).await {
+        Ok(resp) => {
+            state.metrics.redemption("ok");
+            Ok(resp)
+        }
+        Err(e) => {
+            state.metrics.redemption(e.code().as_str());
+            Err(e)
+        }
+    }
+}
+
+/// Everything after authentication; every refusal here is audited.
+async fn redeem_checked(
+    state: &State,
+    req: &HttpRequest,
+    body: &[u8],
+    caller: &Caller,
+) -> ApiResult<HttpResponse> {
+    let funder = caller.tenant.id.clone();
+    let now = state.now();
+    let refused_before_store = async |e: ApiError| -> ApiResult<HttpResponse> {
+        let c = call(state, &funder, OPERATION);
+        let code = e.code();
+        block(state, move |s| s.record_refusal(&c, code)).await?;
+        Err(e)
+    };
+    if let Err(e) = admit(state, caller) {
+        return refused_before_store(e).await;
+    }
+    if let Err(secs) = state.limiter.check_guessing(&funder, now.timestamp()) {
+        let e = ApiError::rate_limited(
+            secs,
+            "Too many redemptions of unknown codes; wait for the window to end",
+        );
+        return refused_before_store(e).await;
+    }
+    let r: RedemptionRequest = match parse_json(req, body) {
+        Ok(r) => r,
+        Err(e) => return refused_before_store(e).await,
+    };
+    let code = match AuthCode::parse(&r.code) {
+        Ok(c) => c,
+        Err(e) => {
+            return refused_before_store(ApiError::invalid("/code", format!("/code: {e}"))).await
+        }
+    };
+    let redemption_id = RedemptionId::from_trusted(dzl_crypto::new_id("red", &state.rng)?);
+    let c = call(state, &funder, OPERATION);
+    let attempt = RedeemAttempt {
+        code,
+        purpose: r.purpose,
+        redemption_id,
+    };
+    let redeemed = match block(state, move |s| s.redeem(&c, attempt)).await {
+        Ok(r) => r,
+        Err(e) if e.code() == ErrorCode::CodeNotFound => {
+            if state.limiter.record_failure(&funder, now.timestamp()) == FailureVerdict::Suspend {
+                suspend_guessing_funder(state, &funder).await;
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    // Committed and audited; now open what was released and sign for it.
+    let resp = release(&caller.loaded.keys, &funder, redeemed)?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(resp))
+}
+
+async fn suspend_guessing_funder(state: &State, funder: &dzl_types::TenantId) {
+    let id = funder.clone();
+    let result = block(state, move |s| {
+        s.set_tenant_state("system", &id, TenantState::Suspended, GUESSING_REASON)
+    })
+    .await;
+    match result {
+        Ok(_) => log::warn!(
+            "funder {funder} suspended automatically: too many redemptions of unknown codes"
+        ),
+        Err(e) => log::error!("could not suspend funder {funder}: {e}"),
+    }
+    let st = state.clone();
+    let _ = web::block(move || st.reload(true)).await;
+}
+
+fn raw(bytes: &[u8]) -> ApiResult<Box<RawValue>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::internal("stored group is not UTF-8", e))?;
+    RawValue::from_string(text.to_owned())
+        .map_err(|e| ApiError::internal("stored group is not JSON", e))
+}
+
+/// Opens the released groups and signs the receipt.
+fn release(keys: &VaultKeys, funder: &TenantId, r: Redeemed) -> ApiResult<RedemptionResponse> {
+    let keyring = &keys.keyring;
+    let deposit = r.deposit_id.as_str();
+    let mut groups = serde_json::Map::new();
+    let mut applicant = None;
+    let mut device = None;
+    let mut risk = None;
+    if let Some((key, env)) = &r.identity {
+        let dk = keyring.unwrap_data_key(&wrapped(key), deposit, "identity")?;
+        let plain = dzl_crypto::open_record(&dk, deposit, Group::Applicant.as_str(), env)?;
+        let value = raw(&plain)?;
+        groups.insert("applicant".into(), json_value(&value)?);
+        applicant = Some(value);
+    }
+    if let Some(key) = &r.records_key {
+        let dk = keyring.unwrap_data_key(&wrapped(key), deposit, "records")?;
+        for (group, env) in &r.records {
+            let plain = dzl_crypto::open_record(&dk, deposit, group.as_str(), env)?;
+            let value = raw(&plain)?;
+            groups.insert(group.as_str().into(), json_value(&value)?);
+            match group {
+                Group::Device => device = Some(value),
+                Group::Risk => risk = Some(value),
+                Group::Applicant => {}
+            }
+        }
+    }
+    let groups_jcs = serde_jcs::to_vec(&serde_json::Value::Object(groups))
+        .map_err(|e| ApiError::internal("jcs", e))?;
+    let body = ReceiptBody {
+        v: 1,
+        redemption_id: r.redemption_id.clone(),
+        code_id: r.code_id.clone(),
+        funder_id: funder.clone(),
+        deposit_id: r.deposit_id.clone(),
+        scopes: r.scopes,
+        groups_sha256: dzl_crypto::sha256_hex(&groups_jcs),
+        redeemed_at: r.redeemed_at,
+    };
+    let signed = serde_jcs::to_string(&body).map_err(|e| ApiError::internal("jcs", e))?;
+    let signer = keys
+        .receipt_signers
+        .last()
+        .ok_or_else(|| ApiError::internal("receipts", "no receipt signing key"))?;
+    let receipt = Receipt {
+        key_id: signer.key_id().to_owned(),
+        signature: signer.sign_b64url(signed.as_bytes()),
+        signed,
+    };
+    let consent: Consent = serde_json::from_str(&r.consent_json)
+        .map_err(|e| ApiError::internal("stored consent", e))?;
+    Ok(RedemptionResponse {
+        redemption_id: r.redemption_id,
+        deposit_id: r.deposit_id,
+        platform_id: r.platform_id,
+        external_ref: r.external_ref,
+        purpose: r.purpose,
+        consent,
+        scopes: r.scopes,
+        applicant,
+        device,
+        risk,
+        redeemed_at: r.redeemed_at,
+        receipt,
+    })
+}
+
+fn json_value(raw: &RawValue) -> ApiResult<serde_json::Value> {
+    serde_json::from_str(raw.get()).map_err(|e| ApiError::internal("stored group is not JSON", e))
+}
+
+/// `POST /v1/redemptions/{redemption_id}/outcome`.
+pub async fn report_outcome(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let body = read_body(&req, payload).await?;
+    let caller = authenticate(&state, &req, &body, TenantKind::Funder)?;
+    let redemption = path_id(&path, RedemptionId::parse, ErrorCode::RedemptionNotFound)?;
+    let o: OutcomeRequest = parse_json(&req, &body)?;
+    let c = call(&state, &caller.tenant.id, "outcome.report");
+    let outcome = block(&state, move |s| s.report_outcome(&c, &redemption, &o)).await?;
+    Ok(HttpResponse::Ok().json(outcome))
+}

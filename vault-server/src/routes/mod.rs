@@ -1,0 +1,45 @@
+//! HTTP API v1 routes (DESIGN §4) and the operational endpoints. Each
+//! handler reads its body, authenticates, parses, then does its work in
+//! exactly one store call on the blocking pool.
+
+pub mod funder;
+pub mod operator;
+pub mod ops;
+pub mod platform;
+
+use actix_web::web;
+use dzl_store::{Call, Store};
+
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// The shared state as handlers receive it.
+pub type State = web::Data<AppState>;
+
+/// Runs a store operation on the blocking pool (never on an async worker).
+pub async fn block<T, F>(state: &State, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, dzl_store::StoreError> + Send + 'static,
+{
+    let store = state.store.clone();
+    Ok(web::block(move || f(&*store)).await??)
+}
+
+/// The audit and metering context of a call by `actor`.
+pub fn call(state: &AppState, actor: &dzl_types::TenantId, operation: &'static str) -> Call {
+    Call {
+        actor: actor.to_string(),
+        operation,
+        now: state.now(),
+    }
+}
+
+/// Parses a path id; a malformed one is simply not found.
+pub fn path_id<T>(
+    raw: &str,
+    parse: impl Fn(&str) -> Result<T, dzl_types::domain::Invalid>,
+    not_found: dzl_types::ErrorCode,
+) -> ApiResult<T> {
+    parse(raw).map_err(|_| crate::error::ApiError::new(not_found))
+}

@@ -1,0 +1,143 @@
+//! Configuration: a TOML file (optional) layered under `DZL__SECTION__KEY`
+//! environment variables, through the `config` crate. Every value has a
+//! default, so `dzl-vault serve` needs none of it.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP listener.
+    pub server: ServerSettings,
+    /// Storage.
+    pub store: StoreSettings,
+    /// Authorization codes.
+    pub codes: CodeSettings,
+    /// Query monitoring.
+    pub limits: LimitSettings,
+}
+
+/// HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind; loopback by default. Port 0 picks a free port.
+    pub bind: String,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+}
+
+/// Storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// The SQLite data directory.
+    pub data_dir: PathBuf,
+}
+
+/// Authorization codes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodeSettings {
+    /// Lifetime of a code whose grant names none.
+    pub default_ttl_seconds: u32,
+    /// Longest lifetime a grant may ask for (at most 30 days).
+    pub max_ttl_seconds: u32,
+}
+
+/// Query monitoring (DESIGN §4 "Limits").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Redemptions of unknown codes a funder may make in a minute before 429s.
+    pub failed_redemptions_per_minute: u32,
+    /// Redemptions of unknown codes in an hour that suspend the funder.
+    pub failed_redemptions_per_hour: u32,
+    /// How far a request's timestamp may be from the clock, in seconds.
+    pub max_skew_seconds: i64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: "127.0.0.1:8080".into(),
+            workers: 0,
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            data_dir: PathBuf::from("dzl-data"),
+        }
+    }
+}
+
+impl Default for CodeSettings {
+    fn default() -> Self {
+        CodeSettings {
+            default_ttl_seconds: 24 * 3600,
+            max_ttl_seconds: dzl_types::wire::MAX_TTL_SECONDS,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            failed_redemptions_per_minute: 50,
+            failed_redemptions_per_hour: 500,
+            max_skew_seconds: dzl_types::signing::MAX_SKEW_SECS,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` (if given), then `DZL__SECTION__KEY` variables.
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut builder = config::Config::builder();
+        if let Some(f) = file {
+            builder = builder.add_source(config::File::from(f).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("DZL")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let s: Settings = builder.build()?.try_deserialize()?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Refuses settings that make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let c = &self.codes;
+        anyhow::ensure!(
+            (1..=dzl_types::wire::MAX_TTL_SECONDS).contains(&c.max_ttl_seconds),
+            "codes.max_ttl_seconds must be 1..=2592000"
+        );
+        anyhow::ensure!(
+            (1..=c.max_ttl_seconds).contains(&c.default_ttl_seconds),
+            "codes.default_ttl_seconds must be 1..=codes.max_ttl_seconds"
+        );
+        let l = &self.limits;
+        anyhow::ensure!(
+            l.failed_redemptions_per_minute >= 1,
+            "limits.failed_redemptions_per_minute must be at least 1"
+        );
+        anyhow::ensure!(
+            l.failed_redemptions_per_hour >= l.failed_redemptions_per_minute,
+            "limits.failed_redemptions_per_hour must be at least the per-minute limit"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&l.max_skew_seconds),
+            "limits.max_skew_seconds must be 1..=3600"
+        );
+        Ok(())
+    }
+}

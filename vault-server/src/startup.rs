@@ -1,0 +1,108 @@
+//! Building and running the server: open the store, take the data
+//! directory's lock (one server per store), load keys and tenants, bind, and
+//! keep the loaded keys and tenants fresh while serving.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpServer};
+use anyhow::Context as _;
+use dzl_crypto::RootKey;
+use dzl_store::{SqliteStore, Store};
+
+use crate::settings::Settings;
+use crate::state::{system_clock, AppState, Clock};
+
+/// How often the server looks for key and tenant changes made by `dzlctl`.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    state: web::Data<AppState>,
+    _lock: std::fs::File,
+}
+
+impl Application {
+    /// Opens the store in `settings.store.data_dir` and binds `settings.server.bind`.
+    pub fn build(settings: Settings, root: RootKey) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, root, system_clock())
+    }
+
+    /// As [`Application::build`], with an injected clock.
+    pub fn build_with_clock(
+        settings: Settings,
+        root: RootKey,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        let dir = settings.store.data_dir.clone();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("server.lock"))
+            .context("opening the data directory's lock")?;
+        lock.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "another dzl-vault server is serving {}; one server per data directory",
+                dir.display()
+            )
+        })?;
+        let store =
+            SqliteStore::open(&dir).map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+        anyhow::ensure!(
+            store.is_initialised().map_err(|e| anyhow::anyhow!("{e}"))?,
+            "the vault in {} is not initialised: run `dzlctl --data-dir {} init`",
+            dir.display(),
+            dir.display()
+        );
+        let store: Arc<dyn Store> = Arc::new(store);
+        let state = web::Data::new(AppState::new(store, settings.clone(), root, clock));
+        state.reload(true);
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || crate::create_app(app_state.clone()))
+            .listen(listener)?
+            .shutdown_timeout(10);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        Ok(Application {
+            port,
+            server: server.run(),
+            state,
+            _lock: lock,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until stopped, reloading keys and tenants when they change.
+    pub async fn run(self) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let reloader = actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            loop {
+                tick.tick().await;
+                let st = state.clone();
+                let _ = web::block(move || st.reload(false)).await;
+            }
+        });
+        let result = self.server.await;
+        reloader.abort();
+        result
+    }
+}

@@ -1,0 +1,257 @@
+//! Signed requests: every failure is refused before anything happens, and a
+//! tenant touches only what it owns.
+
+use dzl_sdk::Signer;
+use serde_json::json;
+
+use crate::helpers::*;
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[actix_web::test]
+async fn signature_failures_replays_and_skew_are_refused() {
+    let app = spawn_app().await;
+    let body = serde_json::to_vec(&deposit_body("A-1", json!([]))).unwrap();
+    let c = app.client(&app.platform);
+    let s = &app.platform.signer;
+
+    let r = app
+        .anonymous()
+        .send("POST", "/v1/deposits", &body)
+        .await
+        .unwrap();
+    assert_problem(&r, 401, "missing_signature");
+
+    let wrong = Signer::new(s.key_id(), "not-the-secret");
+    let r = c
+        .send_with(
+            "POST",
+            "/v1/deposits",
+            &body,
+            Some(wrong.sign("POST", "/v1/deposits", &body)),
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, 401, "invalid_signature");
+
+    let unknown = Signer::new("k_unknown", "whatever");
+    let r = c
+        .send_with(
+            "POST",
+            "/v1/deposits",
+            &body,
+            Some(unknown.sign("POST", "/v1/deposits", &body)),
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, 401, "invalid_signature");
+
+    // Signed over another body or path.
+    let h = s.sign("POST", "/v1/deposits", b"{}");
+    assert_problem(
+        &c.send_with("POST", "/v1/deposits", &body, Some(h))
+            .await
+            .unwrap(),
+        401,
+        "invalid_signature",
+    );
+    let h = s.sign("POST", "/v1/deposits?x=1", &body);
+    assert_problem(
+        &c.send_with("POST", "/v1/deposits", &body, Some(h))
+            .await
+            .unwrap(),
+        401,
+        "invalid_signature",
+    );
+
+    for ts in [now() - 301, now() + 301] {
+        let h = s.sign_with("POST", "/v1/deposits", &body, ts, &dzl_sdk::fresh_nonce());
+        assert_problem(
+            &c.send_with("POST", "/v1/deposits", &body, Some(h))
+                .await
+                .unwrap(),
+            401,
+            "stale_timestamp",
+        );
+    }
+    let h = s.sign_with("POST", "/v1/deposits", &body, now(), "short");
+    assert_problem(
+        &c.send_with("POST", "/v1/deposits", &body, Some(h))
+            .await
+            .unwrap(),
+        400,
+        "invalid_header",
+    );
+
+    // A replay of an accepted request does nothing.
+    let h = s.sign("POST", "/v1/deposits", &body);
+    let r = c
+        .send_with("POST", "/v1/deposits", &body, Some(h.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let r = c
+        .send_with("POST", "/v1/deposits", &body, Some(h))
+        .await
+        .unwrap();
+    assert_problem(&r, 401, "nonce_replayed");
+
+    // Wrong kind of tenant.
+    let r = app
+        .post(&app.funder, "/v1/deposits", &deposit_body("A-2", json!([])))
+        .await;
+    assert_problem(&r, 403, "forbidden");
+    let r = app
+        .post(
+            &app.platform,
+            "/v1/redemptions",
+            &json!({"code": "ac_x", "purpose": "drawdown"}),
+        )
+        .await;
+    assert_problem(&r, 403, "forbidden");
+    let r = app
+        .post(
+            &app.platform,
+            "/v1/subject-access",
+            &json!({"id_type": "resident_id", "id_number": ID_NUMBER}),
+        )
+        .await;
+    assert_problem(&r, 403, "forbidden");
+}
+
+#[actix_web::test]
+async fn tenants_touch_only_what_they_own_and_suspended_ones_nothing() {
+    let app = spawn_app().await;
+    let dep = app.deposit("ISO-1", &["applicant"], 3600).await;
+    let deposit_id = dep["deposit_id"].as_str().unwrap();
+    let code_id = dep["codes"][0]["code_id"].as_str().unwrap();
+    let other = &app.other_platform;
+    assert_problem(
+        &app.get(other, &format!("/v1/codes/{code_id}")).await,
+        404,
+        "code_not_found",
+    );
+    assert_problem(
+        &app.post(other, &format!("/v1/codes/{code_id}/revoke"), &json!({}))
+            .await,
+        404,
+        "code_not_found",
+    );
+    assert_problem(
+        &app.delete(other, &format!("/v1/deposits/{deposit_id}"))
+            .await,
+        404,
+        "deposit_not_found",
+    );
+    let r = app
+        .post(
+            other,
+            &format!("/v1/deposits/{deposit_id}/codes"),
+            &json!({"funder_id": app.funder.id, "scopes": ["applicant"]}),
+        )
+        .await;
+    assert_problem(&r, 404, "deposit_not_found");
+    // The code is untouched.
+    assert_eq!(
+        app.get(&app.platform, &format!("/v1/codes/{code_id}"))
+            .await
+            .json()["state"],
+        "issued"
+    );
+
+    // Another funder cannot report on this funder's redemption.
+    let code = dep["codes"][0]["code"].as_str().unwrap();
+    let rid = app
+        .redeem(&app.funder, code, "credit_application")
+        .await
+        .json()["redemption_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .post(
+            &app.other_funder,
+            &format!("/v1/redemptions/{rid}/outcome"),
+            &json!({"decision": "approved"}),
+        )
+        .await;
+    assert_problem(&r, 404, "redemption_not_found");
+
+    // Malformed ids are simply not found.
+    assert_problem(
+        &app.get(&app.platform, "/v1/codes/cod_XYZ").await,
+        404,
+        "code_not_found",
+    );
+
+    // Suspension by an operator takes effect without a restart.
+    let id = dzl_types::TenantId::parse(&app.platform.id).unwrap();
+    app.state
+        .store
+        .set_tenant_state("cli:test", &id, dzl_store::TenantState::Suspended, "test")
+        .unwrap();
+    let mut refused = false;
+    for _ in 0..40 {
+        let r = app
+            .get(&app.platform, &format!("/v1/codes/{code_id}"))
+            .await;
+        if r.status == 403 {
+            assert_problem(&r, 403, "tenant_suspended");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the suspension was not picked up");
+}
+
+#[actix_web::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = spawn_app().await;
+    let keys = dzl_store::admin::load_keys(&*app.state.store, &app.root).unwrap();
+    let slow = dzl_store::admin::add_tenant(
+        &*app.state.store,
+        &keys.keyring,
+        "cli:test",
+        dzl_store::admin::NewTenant {
+            kind: dzl_store::TenantKind::Platform,
+            name: "Slow".into(),
+            scopes: None,
+            purposes: vec![],
+            rate_limit: Some(3),
+        },
+    )
+    .unwrap();
+    app.state.reload(true);
+    let slow = Tenant {
+        id: slow.tenant_id.to_string(),
+        signer: Signer::new(slow.key_id, slow.secret.as_str()),
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = app
+            .get(&slow, "/v1/codes/cod_00000000000000000000000000000000")
+            .await;
+        if r.status == 429 {
+            assert_problem(&r, 429, "rate_limited");
+            assert!(r.headers.get("retry-after").is_some());
+        }
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 2,
+        "{statuses:?}"
+    );
+    // Other tenants are not affected.
+    assert_problem(
+        &app.get(
+            &app.platform,
+            "/v1/codes/cod_00000000000000000000000000000000",
+        )
+        .await,
+        404,
+        "code_not_found",
+    );
+}

@@ -1,0 +1,256 @@
+//! The test harness: a real server on port 0 over a fresh temporary store,
+//! with a platform, two funders and an operator, and a movable clock.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use dzl_crypto::RootKey;
+use dzl_sdk::{RawClient, RawResponse, Signer};
+use dzl_store::admin::{self, NewTenant};
+use dzl_store::{SqliteStore, TenantKind};
+use dzl_vault_server::settings::Settings;
+use dzl_vault_server::startup::Application;
+use dzl_vault_server::AppState;
+use serde_json::{json, Value};
+
+/// Canary identities: valid check digits, searched for in every file and log.
+pub const NAME: &str = "欧阳金丝雀";
+pub const ID_NUMBER: &str = "11010519491231002X";
+pub const PHONE: &str = "13912345678";
+
+pub struct Tenant {
+    pub id: String,
+    pub signer: Signer,
+}
+
+pub struct TestApp {
+    pub base: String,
+    /// Kept so the store outlives the test.
+    pub _dir: tempfile::TempDir,
+    pub root: Arc<RootKey>,
+    pub platform: Tenant,
+    pub other_platform: Tenant,
+    pub funder: Tenant,
+    pub other_funder: Tenant,
+    pub operator: Tenant,
+    pub state: actix_web::web::Data<AppState>,
+    offset_ms: Arc<AtomicI64>,
+}
+
+pub struct Options {
+    pub settings: Settings,
+    /// Entitlement of the second funder.
+    pub other_funder_scopes: Option<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            settings: Settings::default(),
+            other_funder_scopes: Some("risk"),
+        }
+    }
+}
+
+pub fn new_root() -> RootKey {
+    RootKey::generate(&dzl_crypto::SystemRandom::new()).expect("rng")
+}
+
+/// Initialises a store in `dir` with the test tenants.
+pub fn provision(
+    dir: &std::path::Path,
+    root: &RootKey,
+    other_funder_scopes: Option<&str>,
+) -> Vec<Tenant> {
+    let store = SqliteStore::open(dir).expect("open store");
+    admin::init(&store, root, "test").expect("init");
+    let keys = admin::load_keys(&store, root).expect("keys");
+    let add = |kind, name: &str, scopes: Option<&str>, purposes: Vec<dzl_types::Purpose>| {
+        let c = admin::add_tenant(
+            &store,
+            &keys.keyring,
+            "test",
+            NewTenant {
+                kind,
+                name: name.into(),
+                scopes: scopes.map(|s| dzl_types::ScopeSet::parse_list(s).expect("scopes")),
+                purposes,
+                rate_limit: None,
+            },
+        )
+        .expect("tenant");
+        Tenant {
+            id: c.tenant_id.to_string(),
+            signer: Signer::new(c.key_id.clone(), c.secret.as_str()),
+        }
+    };
+    let t = vec![
+        add(TenantKind::Platform, "Platform A", None, vec![]),
+        add(TenantKind::Platform, "Platform B", None, vec![]),
+        add(TenantKind::Funder, "Bank A", None, vec![]),
+        add(
+            TenantKind::Funder,
+            "Bank B",
+            other_funder_scopes,
+            vec![dzl_types::Purpose::Drawdown],
+        ),
+        add(TenantKind::Operator, "Operator", None, vec![]),
+    ];
+    store.close();
+    t
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = new_root();
+    let mut tenants = provision(dir.path(), &root, opts.other_funder_scopes).into_iter();
+    let mut settings = opts.settings;
+    settings.store.data_dir = dir.path().to_owned();
+    settings.server.bind = "127.0.0.1:0".into();
+    settings.server.workers = 2;
+    let offset_ms = Arc::new(AtomicI64::new(0));
+    let off = offset_ms.clone();
+    let clock = Arc::new(move || Utc::now() + Duration::milliseconds(off.load(Ordering::SeqCst)));
+    let root = Arc::new(root);
+    let app = Application::build_with_clock(settings, clone_root(&root), clock).expect("build");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    actix_web::rt::spawn(app.run());
+    let mut next = || tenants.next().expect("tenant");
+    TestApp {
+        base,
+        _dir: dir,
+        root,
+        platform: next(),
+        other_platform: next(),
+        funder: next(),
+        other_funder: next(),
+        operator: next(),
+        state,
+        offset_ms,
+    }
+}
+
+pub fn clone_root(root: &RootKey) -> RootKey {
+    RootKey::from_base64(&root.to_base64()).expect("root key")
+}
+
+pub fn consent(scopes: &[&str]) -> Value {
+    let now = Utc::now();
+    json!({
+        "consent_id": "CNS-77",
+        "granted_at": (now - Duration::hours(1)).to_rfc3339(),
+        "expires_at": (now + Duration::days(365)).to_rfc3339(),
+        "scopes": scopes,
+        "evidence_sha256": "a".repeat(64),
+    })
+}
+
+pub fn applicant() -> Value {
+    json!({"name": NAME, "id_type": "resident_id", "id_number": ID_NUMBER, "phone": PHONE,
+           "residence_address": "北京市朝阳区金丝雀路1号"})
+}
+
+/// A deposit body with all three groups and the given grants.
+pub fn deposit_body(external_ref: &str, grants: Value) -> Value {
+    json!({
+        "external_ref": external_ref,
+        "purpose": "credit_application",
+        "consent": consent(&["applicant", "device", "risk"]),
+        "applicant": applicant(),
+        "device": {"device_id": "d-1", "os": "android", "ip": "203.0.113.7"},
+        "risk": {"score": 712, "grade": "B+", "tags": ["thin_file"], "features": {"income_ratio": 0.42, "age_months": 17}},
+        "grants": grants,
+    })
+}
+
+impl TestApp {
+    pub fn client(&self, t: &Tenant) -> RawClient {
+        RawClient::new(self.base.clone(), Some(t.signer.clone()))
+    }
+
+    pub fn anonymous(&self) -> RawClient {
+        RawClient::new(self.base.clone(), None)
+    }
+
+    pub async fn post(&self, t: &Tenant, path: &str, body: &Value) -> RawResponse {
+        let bytes = serde_json::to_vec(body).expect("json");
+        self.client(t)
+            .send("POST", path, &bytes)
+            .await
+            .expect("transport")
+    }
+
+    pub async fn get(&self, t: &Tenant, path: &str) -> RawResponse {
+        self.client(t)
+            .send("GET", path, b"")
+            .await
+            .expect("transport")
+    }
+
+    pub async fn delete(&self, t: &Tenant, path: &str) -> RawResponse {
+        self.client(t)
+            .send("DELETE", path, b"")
+            .await
+            .expect("transport")
+    }
+
+    /// Deposits with one grant to the main funder; returns the response JSON.
+    pub async fn deposit(&self, external_ref: &str, scopes: &[&str], ttl: u32) -> Value {
+        let grants = json!([{"funder_id": self.funder.id, "scopes": scopes, "ttl_seconds": ttl}]);
+        let r = self
+            .post(
+                &self.platform,
+                "/v1/deposits",
+                &deposit_body(external_ref, grants),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            201,
+            "deposit failed: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    pub async fn redeem(&self, funder: &Tenant, code: &str, purpose: &str) -> RawResponse {
+        self.post(
+            funder,
+            "/v1/redemptions",
+            &json!({"code": code, "purpose": purpose}),
+        )
+        .await
+    }
+
+    /// Moves the server's clock forward.
+    pub fn advance(&self, d: Duration) {
+        self.offset_ms
+            .fetch_add(d.num_milliseconds(), Ordering::SeqCst);
+    }
+}
+
+/// Asserts a problem+json answer with `status` and `code`.
+pub fn assert_problem(r: &RawResponse, status: u16, code: &str) {
+    let body = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, status, "expected {status} {code}, got {body}");
+    let ct = r
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert_eq!(ct, "application/problem+json", "{body}");
+    let v = r.json();
+    assert_eq!(v["code"], code, "{body}");
+    assert_eq!(v["status"], status, "{body}");
+    assert!(
+        v["type"].as_str().is_some_and(|t| t.ends_with(code)),
+        "{body}"
+    );
+    assert!(v["title"].is_string() && v["detail"].is_string(), "{body}");
+}
