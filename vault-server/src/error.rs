@@ -15,6 +15,7 @@ pub struct ApiError {
     detail: String,
     field: Option<String>,
     retry_after: Option<u64>,
+    allow: Option<String>,
 }
 
 impl ApiError {
@@ -25,6 +26,15 @@ impl ApiError {
             detail: code.title().to_owned(),
             field: None,
             retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// A 405 naming the methods the resource has.
+    pub fn method_not_allowed(allow: &str) -> Self {
+        ApiError {
+            allow: Some(allow.to_owned()),
+            ..ApiError::new(ErrorCode::MethodNotAllowed)
         }
     }
 
@@ -119,6 +129,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status_code());
         resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         resp.insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Some(allow) = &self.allow {
+            resp.insert_header((header::ALLOW, allow.as_str()));
+        }
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));
         }

@@ -85,10 +85,6 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(ErrorCode::NotFound))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(ErrorCode::MethodNotAllowed))
-}
-
 /// The application over `state`.
 pub fn create_app(
     state: web::Data<AppState>,
@@ -101,11 +97,14 @@ pub fn create_app(
         Error = actix_web::Error,
     >,
 > {
-    let mut resources: Vec<(&'static str, Vec<Route>)> = Vec::new();
-    for (_, path, route) in routes() {
-        match resources.iter_mut().find(|(p, _)| *p == path) {
-            Some((_, rs)) => rs.push(route),
-            None => resources.push((path, vec![route])),
+    let mut resources: Vec<(&'static str, Vec<&'static str>, Vec<Route>)> = Vec::new();
+    for (method, path, route) in routes() {
+        match resources.iter_mut().find(|(p, ..)| *p == path) {
+            Some((_, ms, rs)) => {
+                ms.push(method);
+                rs.push(route);
+            }
+            None => resources.push((path, vec![method], vec![route])),
         }
     }
     let mut app = App::new()
@@ -135,8 +134,12 @@ pub fn create_app(
                 Ok(res)
             }
         });
-    for (path, rs) in resources {
-        let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+    for (path, methods, rs) in resources {
+        let allow = methods.join(", ");
+        let mut resource = web::resource(path).default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { Err::<HttpResponse, _>(ApiError::method_not_allowed(&allow)) }
+        }));
         for r in rs {
             resource = resource.route(r);
         }

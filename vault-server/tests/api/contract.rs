@@ -24,6 +24,21 @@ async fn every_registered_route_is_in_the_openapi_document_and_back() {
     let doc = r.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let text = String::from_utf8_lossy(&r.body);
+    let r405 = app
+        .anonymous()
+        .send("PUT", "/v1/deposits", b"")
+        .await
+        .unwrap();
+    assert_problem(&r405, 405, "method_not_allowed");
+    assert_eq!(r405.headers.get("allow").unwrap(), "POST");
+    assert_problem(
+        &app.anonymous()
+            .send("GET", "/v2/nothing", b"")
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    );
     assert!(
         !text.contains("applicant.schema.json\""),
         "group schemas are inlined when served"
