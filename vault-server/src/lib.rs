@@ -21,6 +21,7 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod tls;
 
 use std::time::Instant;
 

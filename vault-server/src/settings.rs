@@ -18,6 +18,8 @@ pub struct Settings {
     pub codes: CodeSettings,
     /// Query monitoring.
     pub limits: LimitSettings,
+    /// TLS and mutual TLS.
+    pub tls: crate::tls::TlsSettings,
 }
 
 /// HTTP listener.

@@ -66,9 +66,14 @@ impl Application {
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || crate::create_app(app_state.clone()))
-            .listen(listener)?
-            .shutdown_timeout(10);
+        let server =
+            HttpServer::new(move || crate::create_app(app_state.clone())).shutdown_timeout(10);
+        let mut server = if settings.tls.enabled() {
+            let config = crate::tls::server_config(&settings.tls)?;
+            server.listen_rustls_0_23(listener, config)?
+        } else {
+            server.listen(listener)?
+        };
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }

@@ -11,3 +11,4 @@ mod helpers;
 mod input;
 mod keys;
 mod redemption;
+mod tls;

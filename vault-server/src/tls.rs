@@ -1,0 +1,85 @@
+//! TLS for the listener (rustls on ring): a certificate chain and key, and
+//! optionally a client CA — with it, every client must present a
+//! certificate that CA issued (mutual TLS), so a stolen signing secret alone
+//! is not enough to call the vault.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+/// `[tls]` settings. Without `cert_file` the server speaks plain HTTP (for
+/// loopback behind a TLS-terminating proxy only).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that issue client certificates; when set, clients
+    /// must present one.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificates in {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
+    Ok(certs)
+}
+
+/// The rustls server configuration for `s` (TLS 1.2 and 1.3, ring).
+pub fn server_config(s: &TlsSettings) -> anyhow::Result<rustls::ServerConfig> {
+    let cert_file = s
+        .cert_file
+        .as_deref()
+        .context("tls.cert_file is required for TLS")?;
+    let key_file = s
+        .key_file
+        .as_deref()
+        .context("tls.key_file is required with tls.cert_file")?;
+    let chain = certs(cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("reading the key in {}", key_file.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match &s.client_ca_file {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(ca)? {
+                roots
+                    .add(c)
+                    .with_context(|| format!("adding a client CA from {}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .context("building the client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not match")
+}

@@ -1,0 +1,161 @@
+//! TLS and mutual TLS with a throw-away CA: a signed round trip over TLS, a
+//! client without a certificate refused, a certificate from another CA
+//! refused.
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::json;
+
+use crate::helpers::*;
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// A leaf certificate and key (PEM).
+    fn leaf(&self, cn: &str, sans: &[&str]) -> (String, String) {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn tls_config(ca_pem: &str, identity: Option<&(String, String)>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .map(|c| c.unwrap())
+                .collect();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    }
+}
+
+/// One HTTP/1.1 exchange over TLS; the response text, or the I/O error.
+async fn exchange(
+    port: u16,
+    config: rustls::ClientConfig,
+    request: Vec<u8>,
+) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await?;
+    tls.write_all(&request).await?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+#[actix_web::test]
+async fn mutual_tls_round_trip_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("dzl test server CA");
+    let client_ca = Ca::new("dzl test client CA");
+    let stranger_ca = Ca::new("someone else's CA");
+    let (cert, key) = server_ca.leaf("vault.test", &["localhost", "127.0.0.1"]);
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let mut opts = Options::default();
+    opts.settings.tls.cert_file = Some(write("server.pem", &cert));
+    opts.settings.tls.key_file = Some(write("server.key", &key));
+    opts.settings.tls.client_ca_file = Some(write("clients.pem", &client_ca.issuer.pem()));
+    let app = spawn_app_with(opts).await;
+    let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+
+    // A platform with a certificate from the client CA: a signed deposit over TLS.
+    let platform_cert = client_ca.leaf("platform-a", &[]);
+    let body = serde_json::to_vec(&deposit_body("TLS-1", json!([]))).unwrap();
+    let h = app.platform.signer.sign("POST", "/v1/deposits", &body);
+    let mut request = format!(
+        "POST /v1/deposits HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nX-DZL-Key-Id: {}\r\nX-DZL-Timestamp: {}\r\nX-DZL-Nonce: {}\r\nX-DZL-Signature: {}\r\n\r\n",
+        body.len(),
+        h.key_id,
+        h.timestamp,
+        h.nonce,
+        h.signature
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let answer = exchange(
+        port,
+        tls_config(&server_ca.issuer.pem(), Some(&platform_cert)),
+        request,
+    )
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains("\"deposit_id\":\"dep_"), "{answer}");
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = reqwest::get(format!("{}/healthz", app.base)).await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| r.status() != 200));
+    // No client certificate: refused during or right after the handshake.
+    let anonymous = exchange(
+        port,
+        tls_config(&server_ca.issuer.pem(), None),
+        get("/healthz"),
+    )
+    .await;
+    assert!(
+        anonymous.as_ref().map_or(true, |t| !t.contains("200 OK")),
+        "{anonymous:?}"
+    );
+    // A certificate from another CA: refused too.
+    let intruder = stranger_ca.leaf("intruder", &[]);
+    let stranger = exchange(
+        port,
+        tls_config(&server_ca.issuer.pem(), Some(&intruder)),
+        get("/healthz"),
+    )
+    .await;
+    assert!(
+        stranger.as_ref().map_or(true, |t| !t.contains("200 OK")),
+        "{stranger:?}"
+    );
+    // The same client with the right certificate is answered.
+    let ok = exchange(
+        port,
+        tls_config(&server_ca.issuer.pem(), Some(&platform_cert)),
+        get("/healthz"),
+    )
+    .await
+    .unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
