@@ -80,7 +80,7 @@ pub fn instructions(d: &Demo, base_url: &str) -> String {
          \x20 # a signed deposit and redemption, through the SDK:\n\
          \x20 DZL_URL={base_url} DZL_PLATFORM_KEY_ID={pk} DZL_PLATFORM_SECRET={ps} \\\n\
          \x20 DZL_FUNDER_ID={fid} DZL_FUNDER_KEY_ID={fk} DZL_FUNDER_SECRET={fs} \\\n\
-         \x20   cargo run -p dzl-sdk --example platform_and_funder\n\n\
+         \x20   cargo run -p dzl-examples --bin platform_and_funder\n\n\
          Stop with Ctrl-C; delete {data} when done.\n",
         data = d.data_dir.display(),
         key = d.root_key_file.display(),

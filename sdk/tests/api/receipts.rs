@@ -1,0 +1,137 @@
+//! Receipt verification: genuine receipts verify, online and offline, and
+//! every kind of tampering is refused.
+
+use dzl_sdk::types::Purpose;
+use dzl_sdk::{verify_receipt, Error, ReceiptError, Redemption};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn redeemed(v: &TestVault) -> Redemption {
+    let created = v
+        .platform()
+        .deposit(&v.deposit(applicant_and_risk(), 3600))
+        .await
+        .unwrap();
+    v.funder()
+        .redeem(&created.codes[0].code, Purpose::CreditApplication)
+        .await
+        .unwrap()
+}
+
+/// `r` with its JSON changed by `edit`.
+fn tampered(r: &Redemption, edit: impl FnOnce(&mut Value)) -> Redemption {
+    let mut json: Value = serde_json::from_str(&r.to_json()).unwrap();
+    edit(&mut json);
+    Redemption::from_json(json.to_string().as_bytes()).unwrap()
+}
+
+fn refused(result: Result<dzl_sdk::VerifiedReceipt, Error>) -> ReceiptError {
+    match result {
+        Err(Error::Receipt(e)) => e,
+        other => panic!("expected a refused receipt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn archived_redemptions_verify_offline() {
+    let v = start();
+    let r = redeemed(&v).await;
+    let keys = v.funder().receipt_keys().await.unwrap();
+
+    let archived = r.to_json();
+    let back = Redemption::from_json(archived.as_bytes()).unwrap();
+    let verified = verify_receipt(&keys, &back).unwrap();
+    assert_eq!(&verified.body.redemption_id, r.redemption_id());
+    assert_eq!(verified.body.scopes, r.scopes());
+    // serde round trip too.
+    let via_serde: Redemption = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    verify_receipt(&keys, &via_serde).unwrap();
+}
+
+#[tokio::test]
+async fn tampered_receipts_are_refused() {
+    let v = start();
+    let funder = v.funder();
+    let r = redeemed(&v).await;
+    funder.verify_receipt(&r).await.unwrap();
+
+    // The released data changed after the vault signed for it.
+    let richer = tampered(&r, |j| j["risk"]["score"] = Value::from(999));
+    assert_eq!(
+        refused(funder.verify_receipt(&richer).await),
+        ReceiptError::GroupsMismatch
+    );
+    let renamed = tampered(&r, |j| j["applicant"]["name"] = Value::from("李四"));
+    assert_eq!(
+        refused(funder.verify_receipt(&renamed).await),
+        ReceiptError::GroupsMismatch
+    );
+    // A group that was not released slipped in.
+    let more =
+        tampered(
+            &r,
+            |j| {
+                j["device"] =
+                    serde_json::json!({"device_id": "d-9", "os": "ios", "ip": "192.0.2.1"})
+            },
+        );
+    assert_eq!(
+        refused(funder.verify_receipt(&more).await),
+        ReceiptError::GroupsMismatch
+    );
+
+    // The signed text changed: one more scope claimed.
+    let claimed = tampered(&r, |j| {
+        let signed = j["receipt"]["signed"].as_str().unwrap().to_owned();
+        j["receipt"]["signed"] = Value::from(signed.replace(
+            "\"scopes\":[\"applicant\",\"risk\"]",
+            "\"scopes\":[\"applicant\",\"device\",\"risk\"]",
+        ));
+        assert_ne!(j["receipt"]["signed"].as_str().unwrap(), signed);
+    });
+    assert_eq!(
+        refused(funder.verify_receipt(&claimed).await),
+        ReceiptError::BadSignature
+    );
+
+    // The signature changed.
+    let forged = tampered(&r, |j| {
+        let sig = j["receipt"]["signature"].as_str().unwrap();
+        let flipped = if sig.starts_with('A') { "B" } else { "A" };
+        j["receipt"]["signature"] = Value::from(format!("{flipped}{}", &sig[1..]));
+    });
+    assert_eq!(
+        refused(funder.verify_receipt(&forged).await),
+        ReceiptError::BadSignature
+    );
+
+    // A key the vault never published.
+    let unknown = tampered(&r, |j| {
+        j["receipt"]["key_id"] = Value::from("rk_0000000000000000")
+    });
+    assert_eq!(
+        refused(funder.verify_receipt(&unknown).await),
+        ReceiptError::UnknownKey {
+            key_id: "rk_0000000000000000".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_genuine_receipt_of_another_redemption_is_refused() {
+    // Two redemptions of identical data: the same groups hash, so only the
+    // ids tell the receipts apart.
+    let v = start();
+    let a = redeemed(&v).await;
+    let b = redeemed(&v).await;
+    let swapped = tampered(&a, |j| {
+        j["receipt"] = serde_json::to_value(b.receipt()).unwrap();
+    });
+    assert_eq!(
+        refused(v.funder().verify_receipt(&swapped).await),
+        ReceiptError::Mismatch {
+            field: "redemption_id"
+        }
+    );
+}
