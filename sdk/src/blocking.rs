@@ -78,15 +78,39 @@ impl VaultBuilder {
         self
     }
 
+    /// Trusts this PEM CA certificate (or bundle) for the vault's TLS
+    /// certificate. Once any root is given, the built-in roots are not used:
+    /// a bureau's vault is reached through its own CA.
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.tls.roots_pem.push(pem.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM chain, leaf first) and private
+    /// key (PEM) when the vault asks for one (mutual TLS).
+    pub fn client_identity_pem(mut self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Self {
+        let mut pem = cert_chain_pem.to_vec();
+        pem.push(b'\n');
+        pem.extend_from_slice(key_pem);
+        self.config.tls.identity_pem = Some(pem);
+        self
+    }
+
     /// Checks the base URL and makes the connection pool.
     pub fn build(self) -> Result<Vault, Error> {
         let base = self.config.checked_base()?;
-        let http = reqwest::blocking::Client::builder()
+        let mut http = reqwest::blocking::Client::builder()
             .user_agent(Config::user_agent())
             .connect_timeout(self.config.connect_timeout)
-            .timeout(self.config.timeout)
-            .build()
-            .map_err(|e| Error::Transport(e.into()))?;
+            .timeout(self.config.timeout);
+        let roots = self.config.tls.roots()?;
+        if !roots.is_empty() {
+            http = http.tls_certs_only(roots);
+        }
+        if let Some(identity) = self.config.tls.identity()? {
+            http = http.identity(identity);
+        }
+        let http = http.build().map_err(|e| Error::Transport(e.into()))?;
         Ok(Vault {
             shared: Arc::new(Shared {
                 base,

@@ -109,6 +109,58 @@ pub(crate) struct Config {
     pub timeout: Option<Duration>,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
+    pub tls: TlsConfig,
+}
+
+/// TLS options: the CAs to trust instead of the built-in roots, and the
+/// client certificate to present (mutual TLS).
+#[derive(Clone, Default)]
+pub(crate) struct TlsConfig {
+    /// PEM CA certificates; when any is given, only these are trusted.
+    pub roots_pem: Vec<Vec<u8>>,
+    /// PEM certificate chain followed by its PEM private key.
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("TlsConfig")
+            .field("roots", &self.roots_pem.len())
+            .field("identity", &self.identity_pem.is_some())
+            .finish()
+    }
+}
+
+impl TlsConfig {
+    /// Parsed root certificates, or a configuration error.
+    pub fn roots(&self) -> Result<Vec<reqwest::Certificate>, Error> {
+        let mut out = Vec::new();
+        for pem in &self.roots_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Config {
+                detail: format!("a root certificate is not PEM: {e}"),
+            })?;
+            if certs.is_empty() {
+                return Err(Error::Config {
+                    detail: "a root certificate file holds no certificate".into(),
+                });
+            }
+            out.extend(certs);
+        }
+        Ok(out)
+    }
+
+    /// The parsed client identity, if any.
+    pub fn identity(&self) -> Result<Option<reqwest::Identity>, Error> {
+        self.identity_pem
+            .as_deref()
+            .map(|pem| {
+                reqwest::Identity::from_pem(pem).map_err(|e| Error::Config {
+                    detail: format!("the client certificate or key is not usable PEM: {e}"),
+                })
+            })
+            .transpose()
+    }
 }
 
 /// The default whole-request timeout of one attempt.
@@ -123,6 +175,7 @@ impl Config {
             timeout: Some(DEFAULT_TIMEOUT),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retry: RetryPolicy::default(),
+            tls: TlsConfig::default(),
         }
     }
 

@@ -149,6 +149,42 @@ async fn mutual_tls_round_trip_and_refusals() {
         stranger.as_ref().map_or(true, |t| !t.contains("200 OK")),
         "{stranger:?}"
     );
+    // Through the SDK: custom root and client identity.
+    let https = app
+        .base
+        .replace("http://", "https://")
+        .replace("127.0.0.1", "localhost");
+    let vault = dzl_sdk::Vault::builder(https.clone())
+        .root_certificate_pem(server_ca.issuer.pem())
+        .client_identity_pem(platform_cert.0.as_bytes(), platform_cert.1.as_bytes())
+        .build()
+        .unwrap();
+    let request: dzl_types::wire::DepositRequest =
+        serde_json::from_value(deposit_body("TLS-2", json!([]))).unwrap();
+    let deposit = dzl_sdk::Deposit::try_from(request).unwrap();
+    let created = vault
+        .platform(app.platform.signer.clone())
+        .deposit(&deposit)
+        .await
+        .unwrap();
+    assert!(created.deposit_id.as_str().starts_with("dep_"));
+    // The SDK without a client certificate cannot reach it.
+    let no_identity = dzl_sdk::Vault::builder(https)
+        .root_certificate_pem(server_ca.issuer.pem())
+        .build()
+        .unwrap();
+    let request: dzl_types::wire::DepositRequest =
+        serde_json::from_value(deposit_body("TLS-3", json!([]))).unwrap();
+    let deposit = dzl_sdk::Deposit::try_from(request).unwrap();
+    let refused = no_identity
+        .platform(app.platform.signer.clone())
+        .deposit(&deposit)
+        .await;
+    assert!(
+        matches!(refused, Err(dzl_sdk::Error::Transport(_))),
+        "{refused:?}"
+    );
+
     // The same client with the right certificate is answered.
     let ok = exchange(
         port,
