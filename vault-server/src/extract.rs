@@ -111,10 +111,16 @@ pub fn authenticate_only(
             "X-DZL-Key-Id, X-DZL-Timestamp, X-DZL-Nonce and X-DZL-Signature are all required",
         ));
     };
-    let ts: i64 = ts.parse().map_err(|_| {
+    // Digits only, as signed: `+17…` or `017…` would parse to the same
+    // number and let the header change under a valid signature.
+    let canonical_ts = !ts.is_empty()
+        && ts.len() <= 18
+        && ts.bytes().all(|c| c.is_ascii_digit())
+        && !(ts.len() > 1 && ts.starts_with('0'));
+    let ts: i64 = ts.parse().ok().filter(|_| canonical_ts).ok_or_else(|| {
         ApiError::with_detail(
             ErrorCode::InvalidHeader,
-            "X-DZL-Timestamp must be unix seconds",
+            "X-DZL-Timestamp must be unix seconds in decimal digits",
         )
     })?;
     if !signing::valid_nonce(nonce) {
@@ -155,11 +161,19 @@ pub fn authenticate_only(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let canonical = signing::canonical(req.method().as_str(), path, ts, nonce, body);
-    // Unknown key and bad signature are deliberately the same answer.
+    // Unknown key and bad signature are deliberately the same answer. During
+    // the overlap after a secret rotation, the previous secret also signs.
+    let at = state.now();
     let tenant = loaded
         .by_key
         .get(key_id)
-        .filter(|t| signing::verify(&t.secret, &canonical, sig))
+        .filter(|t| {
+            signing::verify(&t.secret, &canonical, sig)
+                || t.previous_secret.as_ref().is_some_and(|(previous, until)| {
+                    dzl_store::rules::previous_secret_valid(*until, at)
+                        && signing::verify(previous, &canonical, sig)
+                })
+        })
         .cloned()
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidSignature))?;
     if !state.nonces.insert(key_id, nonce, now) {

@@ -20,6 +20,11 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// TLS and mutual TLS.
     pub tls: crate::tls::TlsSettings,
+    /// `[retention]`: read by `dzlctl purge`; the server ignores it, so one
+    /// file can configure both.
+    pub retention: serde::de::IgnoredAny,
+    /// `[tenants]`: read by `dzlctl tenant rotate-secret`; ignored here.
+    pub tenants: serde::de::IgnoredAny,
 }
 
 /// HTTP listener.
@@ -141,5 +146,28 @@ impl Settings {
             "limits.max_skew_seconds must be 1..=3600"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Settings;
+
+    fn load(toml: &str) -> anyhow::Result<Settings> {
+        let dir = std::env::temp_dir().join(format!("dzl-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{}.toml", toml.len()));
+        std::fs::write(&file, toml).unwrap();
+        Settings::load(Some(&file))
+    }
+
+    #[test]
+    fn one_file_configures_server_and_cli_but_typos_are_refused() {
+        let s = load("[server]\nbind = \"127.0.0.1:9\"\n[retention]\ndeposit_days = 30\n[tenants]\nsecret_overlap_seconds = 60\n")
+            .unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:9");
+        assert!(load("[server]\nbnid = \"127.0.0.1:9\"\n").is_err());
+        assert!(load("[codes]\ndefault_ttl_seconds = 0\n").is_err());
     }
 }

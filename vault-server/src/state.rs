@@ -34,6 +34,9 @@ pub struct Tenant {
     pub key_id: String,
     /// Signing secret (opened from the store).
     pub secret: Zeroizing<Vec<u8>>,
+    /// The secret it signed with before `dzlctl tenant rotate-secret`, and
+    /// the instant it stops being accepted (`dzl_store::rules::previous_secret_valid`).
+    pub previous_secret: Option<(Zeroizing<Vec<u8>>, DateTime<Utc>)>,
     /// Entitled groups (funders).
     pub scopes: Option<ScopeSet>,
     /// Entitled purposes (funders).
@@ -155,7 +158,7 @@ impl AppState {
                 }
             }
         }
-        let result = load(&*self.store, &self.root, generation);
+        let result = load(&*self.store, &self.root, generation, self.now());
         match &result {
             Ok(l) => {
                 self.metrics
@@ -173,7 +176,12 @@ impl AppState {
     }
 }
 
-fn load(store: &dyn Store, root: &RootKey, generation: i64) -> Result<Loaded, NotReady> {
+fn load(
+    store: &dyn Store,
+    root: &RootKey,
+    generation: i64,
+    now: DateTime<Utc>,
+) -> Result<Loaded, NotReady> {
     let keys = admin::load_keys(store, root).map_err(|e| match e {
         AdminError::Store(s) => NotReady::Store(s.to_string()),
         other => NotReady::Keys(other.to_string()),
@@ -184,7 +192,8 @@ fn load(store: &dyn Store, root: &RootKey, generation: i64) -> Result<Loaded, No
     let mut by_key = HashMap::new();
     let mut by_id = HashMap::new();
     for row in rows {
-        let tenant = Arc::new(open_tenant(&keys, row).map_err(|e| NotReady::Keys(e.to_string()))?);
+        let tenant =
+            Arc::new(open_tenant(&keys, row, now).map_err(|e| NotReady::Keys(e.to_string()))?);
         by_id.insert(tenant.id.clone(), tenant.clone());
         by_key.insert(tenant.key_id.clone(), tenant);
     }
@@ -196,13 +205,15 @@ fn load(store: &dyn Store, root: &RootKey, generation: i64) -> Result<Loaded, No
     })
 }
 
-fn open_tenant(keys: &VaultKeys, row: TenantRow) -> Result<Tenant, AdminError> {
+fn open_tenant(keys: &VaultKeys, row: TenantRow, now: DateTime<Utc>) -> Result<Tenant, AdminError> {
     let secret = admin::open_tenant_secret(&keys.keyring, &row)?;
+    let previous_secret = admin::open_previous_tenant_secret(&keys.keyring, &row, now)?;
     Ok(Tenant {
         id: row.id,
         kind: row.kind,
         key_id: row.key_id,
         secret,
+        previous_secret,
         scopes: row.scopes,
         purposes: row.purposes,
         rate_limit: row.rate_limit,

@@ -5,15 +5,16 @@
 //! Architecture invariant: the root key is only ever held in memory here and
 //! in its key file or environment variable; nothing writes it to the store.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use dzl_crypto::{
     Kek, Keyring, ReceiptSigner, RootKey, SecretKey, SecureRandom, SystemRandom, WrappedKey,
     Zeroizing,
 };
-use dzl_types::{Purpose, ScopeSet, TenantId};
+use dzl_types::{DepositId, Purpose, ScopeSet, TenantId};
 
 use crate::{
-    InitMaterial, KekState, Sealed, SealedSecret, Store, StoreError, TenantKind, TenantRow,
+    rules, Call, DataKeyKind, InitMaterial, KekState, RekeyedKek, RewrappedDataKey,
+    RewrappedSecret, Sealed, SealedSecret, SecretRef, Store, StoreError, TenantKind, TenantRow,
     TenantState,
 };
 
@@ -340,10 +341,7 @@ pub fn add_tenant(
     let rng = SystemRandom::new();
     let id = TenantId::from_trusted(dzl_crypto::new_id("ten", &rng)?);
     let key_id = format!("k_{}", hex::encode(dzl_crypto::random_bytes::<12>(&rng)?));
-    let secret_bytes: [u8; 32] = dzl_crypto::random_bytes(&rng)?;
-    use base64::Engine as _;
-    let secret =
-        Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret_bytes));
+    let secret = new_signing_secret(&rng)?;
     let sealed_secret =
         sealed(keyring.seal_secret(TENANT_SECRET, id.as_str(), secret.as_bytes())?);
     store.add_tenant(
@@ -359,6 +357,7 @@ pub fn add_tenant(
             rate_limit,
             state: TenantState::Active,
             created_at: Utc::now(),
+            previous_secret: None,
         },
     )?;
     Ok(TenantCredentials {
@@ -371,9 +370,86 @@ pub fn add_tenant(
     })
 }
 
+/// A fresh tenant signing secret: 32 random bytes, base64url.
+fn new_signing_secret(rng: &dyn SecureRandom) -> AdminResult<Zeroizing<String>> {
+    use base64::Engine as _;
+    let bytes = Zeroizing::new(dzl_crypto::random_bytes::<32>(rng)?);
+    Ok(Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*bytes),
+    ))
+}
+
 /// Opens a tenant's signing secret.
 pub fn open_tenant_secret(keyring: &Keyring, t: &TenantRow) -> AdminResult<Zeroizing<Vec<u8>>> {
     Ok(keyring.open_secret(TENANT_SECRET, t.id.as_str(), &wrapped(&t.secret))?)
+}
+
+/// A tenant's previous secret, opened, and the instant it stops working.
+pub type OpenPreviousSecret = (Zeroizing<Vec<u8>>, DateTime<Utc>);
+
+/// Opens a tenant's previous signing secret if it still works at `now`
+/// (`None` when it has none, or its overlap has ended; an ended one is not
+/// even opened, since `keys retire` may have taken its key).
+pub fn open_previous_tenant_secret(
+    keyring: &Keyring,
+    t: &TenantRow,
+    now: DateTime<Utc>,
+) -> AdminResult<Option<OpenPreviousSecret>> {
+    match &t.previous_secret {
+        Some(p) if rules::previous_secret_valid(p.valid_until, now) => Ok(Some((
+            keyring.open_secret(TENANT_SECRET, t.id.as_str(), &wrapped(&p.secret))?,
+            p.valid_until,
+        ))),
+        _ => Ok(None),
+    }
+}
+
+/// What a tenant is given by a secret rotation, once.
+pub struct RotatedSecret {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its key id (unchanged: both secrets sign under it).
+    pub key_id: String,
+    /// The new signing secret. Shown once; stored only sealed.
+    pub secret: Zeroizing<String>,
+    /// Until when the previous secret is still accepted.
+    pub previous_valid_until: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for RotatedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedSecret")
+            .field("tenant_id", &self.tenant_id)
+            .field("previous_valid_until", &self.previous_valid_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Gives `tenant` a new signing secret sealed under the active KEK; the
+/// current one keeps working for `overlap_seconds` from `call.now`.
+pub fn rotate_tenant_secret(
+    store: &dyn Store,
+    keyring: &Keyring,
+    call: &Call,
+    tenant: &TenantId,
+    overlap_seconds: u32,
+) -> AdminResult<RotatedSecret> {
+    let row = store
+        .tenants()?
+        .into_iter()
+        .find(|t| &t.id == tenant)
+        .ok_or_else(|| AdminError::Invalid(format!("no tenant {tenant}")))?;
+    let secret = new_signing_secret(&SystemRandom::new())?;
+    let sealed_secret =
+        sealed(keyring.seal_secret(TENANT_SECRET, tenant.as_str(), secret.as_bytes())?);
+    let until = rules::previous_secret_deadline(call.now, overlap_seconds);
+    store.rotate_tenant_secret(call, tenant, sealed_secret, until)?;
+    Ok(RotatedSecret {
+        tenant_id: row.id,
+        key_id: row.key_id,
+        secret,
+        previous_valid_until: until,
+    })
 }
 
 /// Makes a new active KEK; a running server picks it up by itself. Returns
@@ -387,6 +463,331 @@ pub fn rotate_keys(store: &dyn Store, root: &RootKey, actor: &str) -> AdminResul
     let kek = Kek::generate(next, &rng)?;
     store.rotate_kek(actor, next, root.wrap_kek(&kek)?)?;
     Ok(next)
+}
+
+/// How `keys rewrap` works.
+#[derive(Debug, Clone, Copy)]
+pub struct RewrapOptions {
+    /// Data keys per store transaction.
+    pub batch_size: usize,
+    /// Whether to wait [`rules::rewrap_wait`] after a fresh rotation, so
+    /// running servers have loaded the active version before keys move
+    /// onto it.
+    pub wait_for_servers: bool,
+}
+
+/// Data keys per transaction by default: small enough that a running
+/// server's writes wait only milliseconds, large enough to amortise commits.
+pub const DEFAULT_REWRAP_BATCH: usize = 2000;
+
+impl Default for RewrapOptions {
+    fn default() -> Self {
+        RewrapOptions {
+            batch_size: DEFAULT_REWRAP_BATCH,
+            wait_for_servers: true,
+        }
+    }
+}
+
+/// A data key that could not be rewrapped (it stays where it was).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrapFailure {
+    /// Which key.
+    pub kind: DataKeyKind,
+    /// Its deposit.
+    pub deposit_id: DepositId,
+    /// The version it is wrapped by.
+    pub kek_version: u32,
+    /// Why (no key material).
+    pub error: String,
+}
+
+/// What `keys rewrap` did.
+#[derive(Debug, Clone, Default)]
+pub struct RewrapReport {
+    /// The version everything was moved onto.
+    pub active_version: u32,
+    /// Data keys found on other versions when it started.
+    pub data_keys_found: u64,
+    /// Data keys moved.
+    pub data_keys_rewrapped: u64,
+    /// Secrets (tenant, previous tenant, vault) moved.
+    pub secrets_rewrapped: u64,
+    /// Data keys still on other versions when it ended (failures, or keys a
+    /// server with an old keyring wrote meanwhile: run it again).
+    pub data_keys_remaining: u64,
+    /// Keys that could not be unwrapped (at most [`MAX_REPORTED_FAILURES`]).
+    pub failures: Vec<RewrapFailure>,
+    /// Keys that could not be unwrapped, in all.
+    pub failed: u64,
+    /// Time spent moving data keys.
+    pub elapsed: std::time::Duration,
+}
+
+/// How many failures a [`RewrapReport`] lists.
+pub const MAX_REPORTED_FAILURES: usize = 10;
+
+/// Passes over the old versions before `rewrap` stops looking for keys
+/// written meanwhile under an old version.
+const MAX_REWRAP_PASSES: usize = 5;
+
+/// Moves every data key and sealed secret onto the keyring's active
+/// version, in transactions of `opts.batch_size` data keys. Resumable: it
+/// only ever looks at keys not on the active version. Reading and unwrapping
+/// the next batch overlaps with the store writing the previous one.
+/// `progress(done, total)` is called after each batch.
+pub fn rewrap(
+    store: &dyn Store,
+    keyring: &Keyring,
+    call: &Call,
+    opts: RewrapOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> AdminResult<RewrapReport> {
+    let active = keyring.active_version();
+    let batch_size = opts.batch_size.max(1);
+    let keks = store.keks()?;
+    let active_row = keks
+        .iter()
+        .find(|k| k.version == active)
+        .ok_or_else(|| StoreError::Invalid(format!("key version {active} is not in the store")))?;
+    if active_row.state != KekState::Active {
+        return Err(StoreError::Invalid(format!(
+            "key version {active} is no longer active (another rotation ran): run the command again"
+        ))
+        .into());
+    }
+    if opts.wait_for_servers {
+        std::thread::sleep(rules::rewrap_wait(active_row.created_at, Utc::now()));
+    }
+    let old_versions = |keks: &[crate::KekRow]| -> Vec<(u32, u64)> {
+        keks.iter()
+            .filter(|k| k.version != active && k.state != KekState::Retired)
+            .map(|k| (k.version, k.data_keys))
+            .collect()
+    };
+    let mut report = RewrapReport {
+        active_version: active,
+        data_keys_found: old_versions(&keks).iter().map(|(_, n)| n).sum(),
+        ..RewrapReport::default()
+    };
+    // On record before any key moves, so an interrupted run is accounted for.
+    store.record_action(
+        call,
+        "started",
+        &format!(
+            "rewrap onto version {active}: {} data keys on older versions",
+            report.data_keys_found
+        ),
+    )?;
+    let started = std::time::Instant::now();
+    let mut failed_seen = std::collections::HashSet::new();
+    let mut total = report.data_keys_found;
+    progress(0, total);
+    for _ in 0..MAX_REWRAP_PASSES {
+        let versions = old_versions(&store.keks()?);
+        let pending: u64 = versions.iter().map(|(_, n)| n).sum();
+        // Keys written meanwhile under an old version join the total.
+        total = total.max(report.data_keys_rewrapped + pending);
+        if pending <= failed_seen.len() as u64 {
+            break;
+        }
+        let moved = rewrap_pass(
+            store,
+            keyring,
+            &versions,
+            batch_size,
+            &mut report,
+            &mut failed_seen,
+            &mut |done| progress(done, total),
+        )?;
+        if moved == 0 {
+            break;
+        }
+    }
+    report.elapsed = started.elapsed();
+    report.failed = failed_seen.len() as u64;
+
+    let secrets = rewrap_secret_list(store, keyring)?;
+    report.data_keys_remaining = old_versions(&store.keks()?).iter().map(|(_, n)| n).sum();
+    let detail = format!(
+        "rewrap onto version {active}: {} data keys moved, {} secrets moved, {} data keys remain elsewhere",
+        report.data_keys_rewrapped,
+        secrets.len(),
+        report.data_keys_remaining
+    );
+    report.secrets_rewrapped = store.rewrap_secrets(call, active, secrets, &detail)?;
+    Ok(report)
+}
+
+/// One pass over every old version and both kinds of data key. Returns the
+/// keys moved.
+#[allow(clippy::too_many_arguments)]
+fn rewrap_pass(
+    store: &dyn Store,
+    keyring: &Keyring,
+    versions: &[(u32, u64)],
+    batch_size: usize,
+    report: &mut RewrapReport,
+    failed_seen: &mut std::collections::HashSet<(DataKeyKind, DepositId)>,
+    progress: &mut dyn FnMut(u64),
+) -> AdminResult<u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc;
+
+    let active = keyring.active_version();
+    let moved = AtomicU64::new(0);
+    let base = report.data_keys_rewrapped;
+    // The store writes batch n while this thread reads and unwraps batch n+1.
+    let (tx, rx) = mpsc::sync_channel::<Vec<RewrappedDataKey>>(1);
+    let outcome = std::thread::scope(|scope| -> AdminResult<()> {
+        let writer = scope.spawn(|| -> AdminResult<()> {
+            for batch in rx {
+                let n = store.rewrap_data_keys(active, batch)?;
+                moved.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        let reading = (|| -> AdminResult<()> {
+            for &(version, _) in versions {
+                for kind in DataKeyKind::ALL {
+                    let mut after: Option<DepositId> = None;
+                    loop {
+                        let batch =
+                            store.data_keys_on(kind, version, after.as_ref(), batch_size)?;
+                        let Some(last) = batch.last() else { break };
+                        after = Some(last.deposit_id.clone());
+                        let full = batch.len() == batch_size;
+                        let mut out = Vec::with_capacity(batch.len());
+                        for k in batch {
+                            match keyring.rewrap_data_key(
+                                &wrapped(&k.wrapped),
+                                k.deposit_id.as_str(),
+                                kind.as_str(),
+                            ) {
+                                Ok(w) => out.push(RewrappedDataKey {
+                                    kind,
+                                    deposit_id: k.deposit_id,
+                                    from_version: version,
+                                    wrapped: sealed(w),
+                                }),
+                                Err(e) => {
+                                    if failed_seen.insert((kind, k.deposit_id.clone()))
+                                        && report.failures.len() < MAX_REPORTED_FAILURES
+                                    {
+                                        report.failures.push(RewrapFailure {
+                                            kind,
+                                            deposit_id: k.deposit_id,
+                                            kek_version: version,
+                                            error: e.to_string(),
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                        if !out.is_empty() && tx.send(out).is_err() {
+                            // The writer stopped: its error is reported below.
+                            return Ok(());
+                        }
+                        progress(base + moved.load(Ordering::Relaxed));
+                        if !full {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable("rewrap writer panicked".into()).into())
+        });
+        reading.and(written)
+    });
+    let moved = moved.into_inner();
+    report.data_keys_rewrapped += moved;
+    progress(report.data_keys_rewrapped);
+    outcome?;
+    Ok(moved)
+}
+
+/// Every sealed secret not on the active version, sealed anew.
+fn rewrap_secret_list(store: &dyn Store, keyring: &Keyring) -> AdminResult<Vec<RewrappedSecret>> {
+    let active = keyring.active_version();
+    let mut out = Vec::new();
+    let mut push = |secret: SecretRef, label: &str, id: &str, s: &Sealed| -> AdminResult<()> {
+        if s.kek_version != active {
+            out.push(RewrappedSecret {
+                secret,
+                from_version: s.kek_version,
+                sealed: sealed(keyring.rewrap_secret(label, id, &wrapped(s))?),
+            });
+        }
+        Ok(())
+    };
+    for t in store.tenants()? {
+        push(
+            SecretRef::Tenant(t.id.clone()),
+            TENANT_SECRET,
+            t.id.as_str(),
+            &t.secret,
+        )?;
+        if let Some(p) = &t.previous_secret {
+            push(
+                SecretRef::PreviousTenant(t.id.clone()),
+                TENANT_SECRET,
+                t.id.as_str(),
+                &p.secret,
+            )?;
+        }
+    }
+    for s in store.sealed_secrets()? {
+        push(
+            SecretRef::Vault(s.name.clone()),
+            VAULT_SECRET,
+            &s.name,
+            &s.sealed,
+        )?;
+    }
+    Ok(out)
+}
+
+/// Rewraps every non-retired KEK from `old` onto `new` in one transaction.
+/// Afterwards only `new` opens the keyring. Returns the versions rewrapped.
+pub fn rekey_root(
+    store: &dyn Store,
+    old: &RootKey,
+    new: &RootKey,
+    call: &Call,
+) -> AdminResult<Vec<u32>> {
+    let mut keks = Vec::new();
+    for row in store.keks()? {
+        if row.state == KekState::Retired {
+            continue;
+        }
+        let kek = old
+            .unwrap_kek(row.version, &row.wrapped)
+            .map_err(|_| AdminError::WrongRootKey)?;
+        keks.push(RekeyedKek {
+            version: row.version,
+            new_wrapped: new.wrap_kek(&kek)?,
+            old_wrapped: row.wrapped,
+        });
+    }
+    let versions: Vec<u32> = keks.iter().map(|k| k.version).collect();
+    let detail = format!(
+        "keyring versions {} rewrapped under root key {} (was {})",
+        versions
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        new.fingerprint(),
+        old.fingerprint()
+    );
+    store.rekey_root(call, keks, &detail)?;
+    // Proves the new key opens what was just written.
+    load_keyring(store, new)?;
+    Ok(versions)
 }
 
 /// A random source that can be shared.

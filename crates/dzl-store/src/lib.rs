@@ -1,7 +1,7 @@
 //! Storage for dzl-vault: the [`Store`] trait every backend implements, the
 //! SQLite backend (the embedded default), and [`admin`], the vault
-//! administration (init, tenants, key rotation) that the CLI, the demo and
-//! the tests share.
+//! administration (init, tenants, the key lifecycle: rotate, rewrap,
+//! retire, root rekey) that the CLI, the demo and the tests share.
 //!
 //! Architecture invariants:
 //! * One method of [`Store`] is one transaction: everything a request changes
@@ -14,8 +14,14 @@
 //!   thread. The SQLite backend never runs a statement on the caller's thread
 //!   for writes: one writer thread owns the write connection and commits
 //!   queued jobs together (group commit).
-//! * Decisions (may this code be redeemed? when does it expire?) are the pure
-//!   functions of [`rules`], so every backend decides alike.
+//! * Decisions (may this code be redeemed? when does it expire? may this key
+//!   version be retired? what does a purge remove?) are the pure functions
+//!   of [`rules`], so every backend decides alike.
+//! * Every operator action that changes the store appends its audit entry in
+//!   the same transaction; changes a running server must see (tenants, keys,
+//!   secrets) bump the generation in that transaction too.
+//! * Long operator work (rewrap, purge) is cut into bounded transactions by
+//!   the caller, so a running server's writes never wait long.
 
 pub mod admin;
 pub mod model;
@@ -25,6 +31,7 @@ pub mod sqlite;
 pub use model::*;
 pub use sqlite::SqliteStore;
 
+use chrono::{DateTime, Utc};
 use dzl_types::wire::{CodeStatus, Outcome, OutcomeRequest, SubjectAccessResponse};
 use dzl_types::{CodeId, DepositId, ErrorCode, Purpose, RedemptionId, TenantId};
 
@@ -103,21 +110,83 @@ pub trait Store: Send + Sync + 'static {
         state: TenantState,
         reason: &str,
     ) -> StoreResult<bool>;
+    /// Gives a tenant a new signing secret; its current one becomes its
+    /// previous secret, accepted until `previous_valid_until` (replacing any
+    /// older previous secret). Bumps the generation; audited
+    /// (`tenant.rotate_secret`). `Invalid` for an unknown tenant.
+    fn rotate_tenant_secret(
+        &self,
+        call: &Call,
+        tenant: &TenantId,
+        secret: Sealed,
+        previous_valid_until: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     // ---- keys ----
 
-    /// The keyring as stored.
+    /// The keyring as stored, with what each version still protects.
     fn keks(&self) -> StoreResult<Vec<KekRow>>;
     /// Adds KEK `version` as active; the previous active one becomes decrypt-only.
     fn rotate_kek(&self, actor: &str, version: u32, wrapped: Vec<u8>) -> StoreResult<()>;
     /// A sealed secret of the vault (receipt signing key, subject index key).
     fn sealed_secret(&self, name: &str) -> StoreResult<Option<SealedSecret>>;
+    /// Every sealed vault secret, by name.
+    fn sealed_secrets(&self) -> StoreResult<Vec<SealedSecret>>;
     /// All receipt signing keys.
     fn receipt_keys(&self) -> StoreResult<Vec<SealedSecret>>;
     /// Creates the store's first keyring and vault secrets; refused if initialised.
     fn initialise(&self, actor: &str, init: InitMaterial) -> StoreResult<()>;
     /// Whether [`Store::initialise`] has run.
     fn is_initialised(&self) -> StoreResult<bool>;
+    /// Up to `limit` data keys of `kind` wrapped by KEK `version`, in deposit
+    /// id order, after deposit `after` (paging). Read-only.
+    fn data_keys_on(
+        &self,
+        kind: DataKeyKind,
+        version: u32,
+        after: Option<&DepositId>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredDataKey>>;
+    /// Replaces wrapped data keys, each only if its row still exists and is
+    /// still wrapped by `from_version` (an erased deposit or a concurrent
+    /// rewrap is skipped, not an error). One transaction. Refused
+    /// (`Invalid`) unless `target_version` is a non-retired version.
+    /// Returns how many rows changed. Not audited per call, so a batch of
+    /// one kind commits to one database file: the caller records the run
+    /// ([`Store::record_action`] before the first batch,
+    /// [`Store::rewrap_secrets`] after the last).
+    fn rewrap_data_keys(
+        &self,
+        target_version: u32,
+        keys: Vec<RewrappedDataKey>,
+    ) -> StoreResult<u64>;
+    /// Replaces sealed secrets (tenant, previous tenant and vault secrets),
+    /// each only if still sealed by `from_version`, and records `detail`
+    /// (the rewrap's summary). One transaction; bumps the generation;
+    /// audited (`keys.rewrap`). Returns how many secrets changed.
+    fn rewrap_secrets(
+        &self,
+        call: &Call,
+        target_version: u32,
+        secrets: Vec<RewrappedSecret>,
+        detail: &str,
+    ) -> StoreResult<u64>;
+    /// Retires KEK `version`: deletes its wrapped bytes and marks it retired,
+    /// if [`rules::retire_decision`] allows it given what still needs it at
+    /// `call.now` (previous tenant secrets past their overlap do not count,
+    /// and are dropped). One transaction; bumps the generation; audited
+    /// (`keys.retire`), refusals too. `Ok(Ok(false))`: it was already
+    /// retired.
+    fn retire_kek(
+        &self,
+        call: &Call,
+        version: u32,
+    ) -> StoreResult<Result<bool, rules::RetireRefusal>>;
+    /// Replaces the root-key wrap of every non-retired KEK at once. Refused
+    /// (`Invalid`, nothing changed) unless `keks` names exactly the
+    /// non-retired versions and each `old_wrapped` is still what is stored.
+    /// One transaction; bumps the generation; audited (`root.rekey`).
+    fn rekey_root(&self, call: &Call, keks: Vec<RekeyedKek>, detail: &str) -> StoreResult<()>;
 
     // ---- operations ----
 
@@ -129,10 +198,32 @@ pub trait Store: Send + Sync + 'static {
         &self,
         progress: &mut dyn FnMut(i64),
     ) -> StoreResult<Result<u64, dzl_audit::ChainError>>;
+    /// The seq of the last audit entry as the chain head records it.
+    fn audit_head_seq(&self) -> StoreResult<i64>;
     /// Audit entries with `seq > after`, at most `limit`, in order.
     fn audit_entries(&self, after: i64, limit: usize) -> StoreResult<Vec<dzl_audit::AuditEntry>>;
-    /// Calls per tenant, operation, day and outcome.
-    fn usage(&self) -> StoreResult<Vec<UsageRow>>;
+    /// Audit entries matching `query`, in seq order.
+    fn audit_query(&self, query: &AuditQuery) -> StoreResult<Vec<dzl_audit::AuditEntry>>;
+    /// Appends one audit entry for an operator action that changes no other
+    /// row (an export, a verification), with `result` and a fixed `detail`.
+    fn record_action(&self, call: &Call, result: &str, detail: &str) -> StoreResult<()>;
+    /// Calls per tenant, operation, day and outcome matching `query`,
+    /// ordered by day, tenant, operation, outcome.
+    fn usage_query(&self, query: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
+    /// Every usage counter.
+    fn usage(&self) -> StoreResult<Vec<UsageRow>> {
+        self.usage_query(&UsageQuery::default())
+    }
+    /// What [`Store::purge`] would do under `plan` if run to completion. Read-only.
+    fn purge_preview(&self, plan: &PurgePlan) -> StoreResult<PurgeCounts>;
+    /// One step of a purge under `plan`: stores up to `limit` issued codes
+    /// past their deadline as expired ([`rules::code_expirable`]), then
+    /// crypto-shreds up to `limit` deposits past retention
+    /// ([`rules::deposit_past_retention`]) as `erase_deposit` does, revoking
+    /// their outstanding codes. One transaction; audited (`deposit.purge`
+    /// per deposit, `vault.purge` for the step). Call until it returns
+    /// counts below `limit`.
+    fn purge(&self, call: &Call, plan: &PurgePlan, limit: usize) -> StoreResult<PurgeCounts>;
     /// Whether the store answers (for readiness).
     fn ping(&self) -> StoreResult<()>;
 }

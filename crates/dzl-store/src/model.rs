@@ -112,6 +112,18 @@ pub struct TenantRow {
     pub state: TenantState,
     /// When created.
     pub created_at: DateTime<Utc>,
+    /// The secret it signed with before its last `tenant rotate-secret`,
+    /// still accepted until its deadline.
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// A tenant's previous signing secret during the overlap after a rotation.
+#[derive(Debug, Clone)]
+pub struct PreviousSecret {
+    /// Sealed like the current one (label `tenant-secret`, id = tenant id).
+    pub secret: Sealed,
+    /// Accepted strictly before this instant (see [`crate::rules::previous_secret_valid`]).
+    pub valid_until: DateTime<Utc>,
 }
 
 /// A KEK's life cycle state.
@@ -156,8 +168,198 @@ pub struct KekRow {
     pub wrapped: Vec<u8>,
     /// When made.
     pub created_at: DateTime<Utc>,
-    /// Data keys it still wraps.
+    /// When retired (its wrapped bytes deleted).
+    pub retired_at: Option<DateTime<Utc>>,
+    /// Data keys it still wraps (records and identity keys).
     pub data_keys: u64,
+    /// Secrets it still seals (tenant secrets, previous tenant secrets,
+    /// vault secrets).
+    pub secrets: u64,
+}
+
+/// What still needs one KEK version: the reasons `keys retire` refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// Data keys of the non-identity groups.
+    pub records_keys: u64,
+    /// Data keys of the identity group (identity store).
+    pub identity_keys: u64,
+    /// Tenants' current signing secrets.
+    pub tenant_secrets: u64,
+    /// Tenants' previous signing secrets still inside their overlap.
+    pub previous_tenant_secrets: u64,
+    /// Sealed vault secrets (receipt signing keys, the subject-index key).
+    pub vault_secrets: u64,
+}
+
+impl KeyUsage {
+    /// Everything counted.
+    pub fn total(&self) -> u64 {
+        self.records_keys
+            + self.identity_keys
+            + self.tenant_secrets
+            + self.previous_tenant_secrets
+            + self.vault_secrets
+    }
+
+    /// The non-zero counts in words, e.g. `3 data keys, 1 tenant secret`.
+    pub fn describe(&self) -> String {
+        let parts = [
+            (self.records_keys, "data key", "data keys"),
+            (self.identity_keys, "identity key", "identity keys"),
+            (self.tenant_secrets, "tenant secret", "tenant secrets"),
+            (
+                self.previous_tenant_secrets,
+                "previous tenant secret",
+                "previous tenant secrets",
+            ),
+            (self.vault_secrets, "vault secret", "vault secrets"),
+        ];
+        let words: Vec<String> = parts
+            .iter()
+            .filter(|(n, ..)| *n > 0)
+            .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+            .collect();
+        if words.is_empty() {
+            "nothing".into()
+        } else {
+            words.join(", ")
+        }
+    }
+}
+
+/// Which data key of a deposit: the two are wrapped with different AAD
+/// kinds and live in different databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataKeyKind {
+    /// The key of the `device` and `risk` groups (`data_keys`).
+    Records,
+    /// The key of the `applicant` group (the identity store).
+    Identity,
+}
+
+impl DataKeyKind {
+    /// Both kinds.
+    pub const ALL: [DataKeyKind; 2] = [DataKeyKind::Records, DataKeyKind::Identity];
+
+    /// The `kind` bound into the wrap's AAD (`Keyring::wrap_data_key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKeyKind::Records => "records",
+            DataKeyKind::Identity => "identity",
+        }
+    }
+}
+
+/// A wrapped data key as stored.
+#[derive(Debug, Clone)]
+pub struct StoredDataKey {
+    /// Which key.
+    pub kind: DataKeyKind,
+    /// Its deposit (the AAD's owner id).
+    pub deposit_id: DepositId,
+    /// The wrapped key.
+    pub wrapped: Sealed,
+}
+
+/// A data key wrapped anew, to replace the stored one if that is still
+/// wrapped by `from_version`.
+#[derive(Debug, Clone)]
+pub struct RewrappedDataKey {
+    /// Which key.
+    pub kind: DataKeyKind,
+    /// Its deposit.
+    pub deposit_id: DepositId,
+    /// The version it was read under; the row is left alone if it changed.
+    pub from_version: u32,
+    /// The new wrap.
+    pub wrapped: Sealed,
+}
+
+/// A sealed secret of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// A tenant's current signing secret.
+    Tenant(TenantId),
+    /// A tenant's previous signing secret (overlap after a rotation).
+    PreviousTenant(TenantId),
+    /// A vault secret by name (`receipt:…`, `subject-index`).
+    Vault(String),
+}
+
+/// A secret sealed anew, to replace the stored one if that is still sealed
+/// by `from_version`.
+#[derive(Debug, Clone)]
+pub struct RewrappedSecret {
+    /// Which secret.
+    pub secret: SecretRef,
+    /// The version it was read under.
+    pub from_version: u32,
+    /// The new seal.
+    pub sealed: Sealed,
+}
+
+/// A KEK wrapped under a new root key, replacing `old_wrapped`.
+#[derive(Clone)]
+pub struct RekeyedKek {
+    /// Version.
+    pub version: u32,
+    /// The bytes it replaces (must still be stored).
+    pub old_wrapped: Vec<u8>,
+    /// The KEK wrapped by the new root key.
+    pub new_wrapped: Vec<u8>,
+}
+
+impl std::fmt::Debug for RekeyedKek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RekeyedKek {{ version: {}, .. }}", self.version)
+    }
+}
+
+/// What `purge` does at one instant (see [`crate::rules::purge_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgePlan {
+    /// The purge's clock: issued codes whose deadline is at or before it expire.
+    pub now: DateTime<Utc>,
+    /// Active deposits created strictly before this are crypto-shredded.
+    pub deposits_created_before: DateTime<Utc>,
+    /// The retention the cut-off came from, for the audit trail.
+    pub retention_days: u32,
+}
+
+/// What a purge did (or, previewed, would do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Issued codes past their deadline, now stored as expired.
+    pub codes_expired: u64,
+    /// Deposits past retention whose data keys were destroyed.
+    pub deposits_shredded: u64,
+    /// Outstanding codes of those deposits, revoked with them.
+    pub codes_revoked: u64,
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only entries with `seq` greater than this (paging).
+    pub after_seq: i64,
+    /// Only entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only entries strictly before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Which usage counters to read.
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    /// First UTC day, inclusive.
+    pub from: Option<chrono::NaiveDate>,
+    /// Last UTC day, inclusive.
+    pub to: Option<chrono::NaiveDate>,
+    /// One tenant only.
+    pub tenant: Option<TenantId>,
 }
 
 /// A vault secret sealed under the keyring, with its public part if any.

@@ -1,9 +1,17 @@
 //! The vault's decisions, as pure functions every backend calls inside its
-//! transaction, so SQLite and PostgreSQL decide alike.
+//! transaction, so SQLite and PostgreSQL decide alike: when a code may be
+//! redeemed and when it expires, which KEK version may be retired, what a
+//! purge removes, how long a rotated tenant secret keeps working.
+//!
+//! Where a backend selects rows in its query language (a purge), the
+//! predicate it uses must be the one the function here states; the backend's
+//! tests check the two agree.
 
 use chrono::{DateTime, Duration, Utc};
 use dzl_types::wire::CodeState;
 use dzl_types::{ErrorCode, Purpose, ScopeSet};
+
+use crate::{KekState, KeyUsage, PurgePlan};
 
 /// A code's state as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +22,8 @@ pub enum StoredCodeState {
     Redeemed,
     /// Revoked, or its deposit erased.
     Revoked,
+    /// Found past its deadline by `purge` (see [`code_expirable`]).
+    Expired,
 }
 
 impl StoredCodeState {
@@ -23,6 +33,7 @@ impl StoredCodeState {
             StoredCodeState::Issued => "issued",
             StoredCodeState::Redeemed => "redeemed",
             StoredCodeState::Revoked => "revoked",
+            StoredCodeState::Expired => "expired",
         }
     }
 
@@ -32,6 +43,7 @@ impl StoredCodeState {
             "issued" => Some(StoredCodeState::Issued),
             "redeemed" => Some(StoredCodeState::Redeemed),
             "revoked" => Some(StoredCodeState::Revoked),
+            "expired" => Some(StoredCodeState::Expired),
             _ => None,
         }
     }
@@ -46,6 +58,7 @@ pub fn effective_state(
     match stored {
         StoredCodeState::Redeemed => CodeState::Redeemed,
         StoredCodeState::Revoked => CodeState::Revoked,
+        StoredCodeState::Expired => CodeState::Expired,
         StoredCodeState::Issued if now >= expires_at => CodeState::Expired,
         StoredCodeState::Issued => CodeState::Issued,
     }
@@ -89,6 +102,105 @@ pub fn check_grant(
     } else {
         Err(ErrorCode::GrantExceedsConsent)
     }
+}
+
+/// Whether `purge` at `now` stores a code as expired: an issued code whose
+/// deadline has come — exactly the codes [`effective_state`] already shows
+/// as expired, so a purge changes no answer the API gives.
+/// (SQL: `state = 'issued' AND expires_at <= now`.)
+pub fn code_expirable(
+    stored: StoredCodeState,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    stored == StoredCodeState::Issued && now >= expires_at
+}
+
+/// The purge to run at `now` with deposits kept `retention_days` days.
+pub fn purge_plan(now: DateTime<Utc>, retention_days: u32) -> PurgePlan {
+    PurgePlan {
+        now,
+        deposits_created_before: now - Duration::days(i64::from(retention_days)),
+        retention_days,
+    }
+}
+
+/// Whether `plan` crypto-shreds an active deposit created at `created_at`.
+/// (SQL: `state = 'active' AND created_at < deposits_created_before`.)
+pub fn deposit_past_retention(created_at: DateTime<Utc>, plan: &PurgePlan) -> bool {
+    created_at < plan.deposits_created_before
+}
+
+/// Why a KEK version cannot be retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RetireRefusal {
+    /// The keyring has no such version.
+    #[error("the keyring has no version {0}")]
+    Unknown(u32),
+    /// The active version wraps every new key; rotate first.
+    #[error("version {0} is the active key: run `dzlctl keys rotate` first, then `keys rewrap`")]
+    Active(u32),
+    /// Something is still wrapped or sealed by it.
+    #[error("version {version} still protects {}: run `dzlctl keys rewrap` first", .usage.describe())]
+    InUse {
+        /// The version.
+        version: u32,
+        /// What still needs it.
+        usage: KeyUsage,
+    },
+}
+
+impl RetireRefusal {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RetireRefusal::Unknown(_) => "key_version_not_found",
+            RetireRefusal::Active(_) => "key_active",
+            RetireRefusal::InUse { .. } => "key_in_use",
+        }
+    }
+}
+
+/// Whether KEK `version` in `state` (None: no such version) may be retired
+/// while `usage` still needs it. `Ok(false)`: already retired, nothing to do.
+pub fn retire_decision(
+    version: u32,
+    state: Option<KekState>,
+    usage: &KeyUsage,
+) -> Result<bool, RetireRefusal> {
+    match state {
+        None => Err(RetireRefusal::Unknown(version)),
+        Some(KekState::Retired) => Ok(false),
+        Some(KekState::Active) => Err(RetireRefusal::Active(version)),
+        Some(KekState::DecryptOnly) if usage.total() > 0 => Err(RetireRefusal::InUse {
+            version,
+            usage: *usage,
+        }),
+        Some(KekState::DecryptOnly) => Ok(true),
+    }
+}
+
+/// Whether a tenant's previous secret still authenticates requests at `now`.
+pub fn previous_secret_valid(valid_until: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    now < valid_until
+}
+
+/// Until when the previous secret works after a rotation at `now`.
+pub fn previous_secret_deadline(now: DateTime<Utc>, overlap_seconds: u32) -> DateTime<Utc> {
+    now + Duration::seconds(i64::from(overlap_seconds))
+}
+
+/// How long a running server may take to load a new KEK after
+/// `keys rotate` (it polls the store's generation twice a second).
+pub const KEY_PICKUP_GRACE: Duration = Duration::seconds(2);
+
+/// How long `keys rewrap` waits before moving keys onto an active version
+/// made at `active_since`, so no running server meets a key wrapped under
+/// a version it has not loaded yet.
+pub fn rewrap_wait(active_since: DateTime<Utc>, now: DateTime<Utc>) -> std::time::Duration {
+    (active_since + KEY_PICKUP_GRACE - now)
+        .to_std()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -147,5 +259,111 @@ mod tests {
         assert_eq!(check_grant(ar, all, all), Ok(()));
         assert_eq!(check_grant(ar, a, all), Err(ErrorCode::GrantExceedsConsent));
         assert_eq!(check_grant(ar, all, a), Err(ErrorCode::GrantExceedsConsent));
+    }
+
+    #[test]
+    fn purge_expires_exactly_what_callers_already_see_as_expired() {
+        let now = Utc::now();
+        for stored in [
+            StoredCodeState::Issued,
+            StoredCodeState::Redeemed,
+            StoredCodeState::Revoked,
+            StoredCodeState::Expired,
+        ] {
+            for exp in [now - Duration::seconds(1), now, now + Duration::seconds(1)] {
+                let expirable = code_expirable(stored, exp, now);
+                let seen = effective_state(stored, exp, now);
+                assert_eq!(
+                    expirable,
+                    stored == StoredCodeState::Issued && seen == CodeState::Expired,
+                    "{stored:?} {exp} {now}"
+                );
+                if expirable {
+                    assert_eq!(effective_state(StoredCodeState::Expired, exp, now), seen);
+                }
+            }
+        }
+        assert_eq!(
+            redeem_decision(
+                StoredCodeState::Expired,
+                now + Duration::days(1),
+                now,
+                Purpose::Drawdown,
+                Purpose::Drawdown
+            ),
+            Err(ErrorCode::CodeExpired)
+        );
+    }
+
+    #[test]
+    fn retention_cuts_strictly_before_the_boundary() {
+        let now = Utc::now();
+        let plan = purge_plan(now, 365);
+        let boundary = now - Duration::days(365);
+        assert_eq!(plan.deposits_created_before, boundary);
+        assert!(deposit_past_retention(
+            boundary - Duration::milliseconds(1),
+            &plan
+        ));
+        assert!(!deposit_past_retention(boundary, &plan));
+        assert!(!deposit_past_retention(now, &plan));
+    }
+
+    #[test]
+    fn retirement_needs_a_decrypt_only_version_nothing_uses() {
+        let idle = KeyUsage::default();
+        let used = KeyUsage {
+            previous_tenant_secrets: 1,
+            ..KeyUsage::default()
+        };
+        assert_eq!(
+            retire_decision(1, Some(KekState::DecryptOnly), &idle),
+            Ok(true)
+        );
+        assert_eq!(
+            retire_decision(1, Some(KekState::Retired), &idle),
+            Ok(false)
+        );
+        assert_eq!(
+            retire_decision(2, Some(KekState::Active), &idle),
+            Err(RetireRefusal::Active(2))
+        );
+        assert_eq!(
+            retire_decision(9, None, &idle),
+            Err(RetireRefusal::Unknown(9))
+        );
+        let refused = retire_decision(1, Some(KekState::DecryptOnly), &used).unwrap_err();
+        assert_eq!(refused.code(), "key_in_use");
+        assert!(
+            refused.to_string().contains("1 previous tenant secret"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn previous_secrets_work_until_their_deadline_only() {
+        let now = Utc::now();
+        let until = previous_secret_deadline(now, 86_400);
+        assert!(previous_secret_valid(until, now));
+        assert!(previous_secret_valid(
+            until,
+            until - Duration::milliseconds(1)
+        ));
+        assert!(!previous_secret_valid(until, until));
+        assert!(!previous_secret_valid(
+            previous_secret_deadline(now, 0),
+            now
+        ));
+    }
+
+    #[test]
+    fn rewrap_waits_for_servers_to_load_a_fresh_version() {
+        let now = Utc::now();
+        assert_eq!(
+            rewrap_wait(now - Duration::seconds(10), now),
+            std::time::Duration::ZERO
+        );
+        let wait = rewrap_wait(now - Duration::milliseconds(500), now);
+        assert_eq!(wait, std::time::Duration::from_millis(1500));
     }
 }

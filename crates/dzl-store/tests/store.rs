@@ -113,3 +113,243 @@ fn the_audit_trail_refuses_updates_and_deletes() {
     assert!(conn.execute("DELETE FROM audit", []).is_err());
     assert!(conn.execute("UPDATE audit SET actor = 'x'", []).is_err());
 }
+
+// ---- the operator lifecycle ----
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use dzl_store::{rules, Call, NewCode, NewDeposit, PurgeCounts, Sealed};
+use dzl_types::{CodeId, DepositId, Purpose, ScopeSet, SubjectRef, TenantId};
+
+fn call(op: &'static str, now: DateTime<Utc>) -> Call {
+    Call {
+        actor: "ten_p".into(),
+        operation: op,
+        now,
+    }
+}
+
+/// Stores a deposit made at `at` with codes of the given lifetimes.
+fn deposit(store: &SqliteStore, root: &RootKey, name: &str, at: DateTime<Utc>, ttls: &[u32]) {
+    let keyring = admin::load_keyring(store, root).unwrap();
+    let rng = dzl_crypto::SystemRandom::new();
+    let id = DepositId::from_trusted(format!("dep_{name}"));
+    let wrap = |kind: &str| {
+        let w = keyring
+            .wrap_data_key(
+                &dzl_crypto::DataKey::generate(&rng).unwrap(),
+                id.as_str(),
+                kind,
+            )
+            .unwrap();
+        Sealed {
+            kek_version: w.kek_version,
+            bytes: w.bytes,
+        }
+    };
+    let consent_end = at + Duration::days(400);
+    let consent = serde_json::json!({
+        "consent_id": "C", "granted_at": at, "expires_at": consent_end,
+        "scopes": ["applicant", "risk"], "evidence_sha256": "a".repeat(64),
+    });
+    let codes = ttls
+        .iter()
+        .enumerate()
+        .map(|(i, ttl)| NewCode {
+            code_id: CodeId::from_trusted(format!("cod_{name}{i}")),
+            secret_hash: [i as u8; 32],
+            funder_id: TenantId::from_trusted("ten_f".into()),
+            scopes: ScopeSet::parse_list("risk").unwrap(),
+            ttl_seconds: *ttl,
+        })
+        .collect();
+    store
+        .create_deposit(NewDeposit {
+            call: call("deposit.create", at),
+            id: id.clone(),
+            external_ref: name.into(),
+            purpose: Purpose::Drawdown,
+            consent_json: consent.to_string(),
+            consent_expires: consent_end,
+            groups: ScopeSet::parse_list("applicant,risk").unwrap(),
+            subject_index: name.into(),
+            subject_ref: SubjectRef::from_trusted(format!("sub_{name}")),
+            records_key: wrap("records"),
+            records: vec![(dzl_types::Group::Risk, vec![1, 2, 3])],
+            identity_key: wrap("identity"),
+            identity: vec![4, 5, 6],
+            codes,
+        })
+        .unwrap();
+}
+
+#[test]
+fn purge_in_small_steps_does_exactly_what_the_rules_and_the_preview_say() {
+    let (_dir, store, root) = fresh();
+    let now = Utc.with_ymd_and_hms(2030, 6, 1, 0, 0, 0).unwrap();
+    let plan = rules::purge_plan(now, 10);
+    let day = Duration::days(1);
+    // Past retention by a millisecond: shredded; its code long expired.
+    deposit(
+        &store,
+        &root,
+        "old",
+        plan.deposits_created_before - Duration::milliseconds(1),
+        &[1],
+    );
+    // Past retention with a code still in time: shredded, code revoked.
+    deposit(&store, &root, "older", now - day * 20, &[30 * 86_400]);
+    // Exactly at the boundary: kept; its code still in time.
+    deposit(
+        &store,
+        &root,
+        "edge",
+        plan.deposits_created_before,
+        &[30 * 86_400],
+    );
+    // Recent: one code whose deadline is exactly now (expired), one a second later.
+    deposit(&store, &root, "new", now - day, &[86_400, 86_401]);
+    assert!(rules::deposit_past_retention(now - day * 20, &plan));
+    assert!(!rules::deposit_past_retention(
+        plan.deposits_created_before,
+        &plan
+    ));
+
+    let preview = store.purge_preview(&plan).unwrap();
+    let mut done = PurgeCounts::default();
+    let mut steps = 0;
+    loop {
+        let step = store.purge(&call("vault.purge", now), &plan, 1).unwrap();
+        steps += 1;
+        done.codes_expired += step.codes_expired;
+        done.deposits_shredded += step.deposits_shredded;
+        done.codes_revoked += step.codes_revoked;
+        if step.codes_expired < 1 && step.deposits_shredded < 1 {
+            break;
+        }
+    }
+
+    assert_eq!(
+        preview,
+        PurgeCounts {
+            codes_expired: 2,
+            deposits_shredded: 2,
+            codes_revoked: 1
+        }
+    );
+    assert_eq!(done, preview);
+    assert!(steps >= 4, "{steps}");
+    assert_eq!(store.purge_preview(&plan).unwrap(), PurgeCounts::default());
+    let keks = store.keks().unwrap();
+    assert_eq!(
+        keks[0].data_keys, 4,
+        "edge and new keep their two keys each"
+    );
+    assert!(store.verify_audit(&mut |_| {}).unwrap().is_ok());
+}
+
+#[test]
+fn retire_counts_live_previous_secrets_and_drops_dead_ones() {
+    let (_dir, store, root) = fresh();
+    let keys = admin::load_keys(&store, &root).unwrap();
+    let creds = admin::add_tenant(
+        &store,
+        &keys.keyring,
+        "cli:test",
+        NewTenant {
+            kind: TenantKind::Platform,
+            name: "P".into(),
+            scopes: None,
+            purposes: vec![],
+            rate_limit: None,
+        },
+    )
+    .unwrap();
+    let t0 = Utc::now();
+    admin::rotate_tenant_secret(
+        &store,
+        &keys.keyring,
+        &call("tenant.rotate_secret", t0),
+        &creds.tenant_id,
+        60,
+    )
+    .unwrap();
+    admin::rotate_keys(&store, &root, "cli:test").unwrap();
+    let keyring = admin::load_keyring(&store, &root).unwrap();
+    // Move everything but the previous secret, by hand.
+    let tenant = store.tenants().unwrap().remove(0);
+    let mut secrets = vec![dzl_store::RewrappedSecret {
+        secret: dzl_store::SecretRef::Tenant(tenant.id.clone()),
+        from_version: 1,
+        sealed: Sealed {
+            kek_version: 2,
+            bytes: keyring
+                .rewrap_secret(
+                    admin::TENANT_SECRET,
+                    tenant.id.as_str(),
+                    &admin::wrapped(&tenant.secret),
+                )
+                .unwrap()
+                .bytes,
+        },
+    }];
+    for s in store.sealed_secrets().unwrap() {
+        secrets.push(dzl_store::RewrappedSecret {
+            sealed: Sealed {
+                kek_version: 2,
+                bytes: keyring
+                    .rewrap_secret(admin::VAULT_SECRET, &s.name, &admin::wrapped(&s.sealed))
+                    .unwrap()
+                    .bytes,
+            },
+            secret: dzl_store::SecretRef::Vault(s.name),
+            from_version: 1,
+        });
+    }
+    store
+        .rewrap_secrets(&call("keys.rewrap", t0), 2, secrets, "test")
+        .unwrap();
+
+    let during = store.retire_kek(&call("keys.retire", t0), 1).unwrap();
+    let after = store
+        .retire_kek(&call("keys.retire", t0 + Duration::seconds(61)), 1)
+        .unwrap();
+
+    let refusal = during.unwrap_err();
+    assert_eq!(refusal.code(), "key_in_use");
+    assert!(
+        refusal.to_string().contains("1 previous tenant secret"),
+        "{refusal}"
+    );
+    assert_eq!(after, Ok(true));
+    assert!(store.tenants().unwrap()[0].previous_secret.is_none());
+    assert!(store.keks().unwrap()[0].wrapped.is_empty());
+    // The vault still opens with what is left.
+    let keys = admin::load_keys(&store, &root).unwrap();
+    assert_eq!(keys.keyring.versions(), [2]);
+    let secret = admin::open_tenant_secret(&keys.keyring, &store.tenants().unwrap()[0]).unwrap();
+    assert_eq!(secret.len(), 43);
+}
+
+#[test]
+fn a_rekey_against_a_changed_keyring_changes_nothing() {
+    let (_dir, store, root) = fresh();
+    let new = RootKey::generate(&dzl_crypto::SystemRandom::new()).unwrap();
+    let g0 = store.generation().unwrap();
+    let stale = vec![dzl_store::RekeyedKek {
+        version: 1,
+        old_wrapped: vec![0; 60],
+        new_wrapped: vec![1; 60],
+    }];
+
+    let refused = store.rekey_root(&call("root.rekey", Utc::now()), stale, "test");
+    let versions = admin::rekey_root(&store, &root, &new, &call("root.rekey", Utc::now())).unwrap();
+
+    assert!(matches!(refused, Err(dzl_store::StoreError::Invalid(_))));
+    assert_eq!(versions, [1]);
+    assert!(store.generation().unwrap() > g0);
+    assert!(matches!(
+        admin::load_keys(&store, &root),
+        Err(admin::AdminError::WrongRootKey)
+    ));
+    assert!(admin::load_keys(&store, &new).is_ok());
+}

@@ -74,6 +74,28 @@ pub enum CliError {
     /// A cryptographic operation failed.
     #[error("cryptography: {0}")]
     Crypto(String),
+    /// `keys retire` refused: the version is active, unknown or still needed.
+    #[error("refused: {0}")]
+    RetireRefused(dzl_store::rules::RetireRefusal),
+    /// `keys rewrap` left data keys on old versions.
+    #[error("{remaining} data keys are still on old key versions ({failed} could not be unwrapped{first}); nothing else is wrong with them: run `dzlctl keys rewrap` again, and retire no version they use")]
+    RewrapIncomplete {
+        /// Keys still on old versions.
+        remaining: u64,
+        /// Keys that could not be unwrapped.
+        failed: u64,
+        /// `; first: …` naming the first failure, or empty.
+        first: String,
+    },
+    /// `audit verify` found the chain broken.
+    #[error("the audit chain is broken at entry {}: {}", .0.seq(), .0)]
+    AuditChainBroken(dzl_audit::ChainError),
+    /// A file the verb must create already exists.
+    #[error("{} already exists; it is never overwritten: name a new file", .0.display())]
+    FileExists(PathBuf),
+    /// The new root key file could not be written.
+    #[error("new root key: {0}")]
+    NewRootKey(String),
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -96,6 +118,11 @@ impl CliError {
             CliError::Store(StoreError::Corrupt(_)) => "store_corrupt",
             CliError::Store(StoreError::Invalid(_)) => "store_invalid",
             CliError::Crypto(_) => "crypto",
+            CliError::RetireRefused(r) => r.code(),
+            CliError::RewrapIncomplete { .. } => "rewrap_incomplete",
+            CliError::AuditChainBroken(_) => "audit_chain_broken",
+            CliError::FileExists(_) => "file_exists",
+            CliError::NewRootKey(_) => "new_root_key",
             CliError::Output(_) => "output",
         }
     }
@@ -112,6 +139,11 @@ impl CliError {
             | CliError::TenantNotFound(_)
             | CliError::Store(_)
             | CliError::Crypto(_)
+            | CliError::RetireRefused(_)
+            | CliError::RewrapIncomplete { .. }
+            | CliError::AuditChainBroken(_)
+            | CliError::FileExists(_)
+            | CliError::NewRootKey(_)
             | CliError::Output(_) => ExitStatus::Failure,
         }
     }

@@ -1,7 +1,7 @@
 //! `dzlctl`, the operator CLI of dzl-vault, as a library: the clap command
 //! line ([`Cli`], [`Command`]), one module per verb group ([`init`],
-//! [`tenant`]; `keys`, `root`, `audit`, `purge` and `usage` follow the same
-//! shape), and [`run`], which parses, executes and prints. `main.rs` only
+//! [`tenant`], [`keys`], [`root`], [`audit`], [`purge`], [`usage`]), and
+//! [`run`], which parses, executes and prints. `main.rs` only
 //! calls [`main_with_args`]. Each verb group module exposes typed functions
 //! (e.g. [`tenant::add`]) that tests and other crates can call without the
 //! command line.
@@ -12,21 +12,38 @@
 //! * With `--json`, stdout carries exactly one JSON document — the result or
 //!   `{"error", "code"}` — and nothing else; warnings and error text go to
 //!   stderr.
-//! * The only secret ever printed is a new tenant's signing secret, once, by
-//!   `tenant add`. The root key is never printed (only its fingerprint).
-//! * Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 vault locked
-//!   (not initialised, or no usable / the wrong root key); see [`ExitStatus`].
+//! * The root key is never printed (only its fingerprint).
+//! * The only secrets ever printed are a tenant's signing secret, once, by
+//!   `tenant add` and `tenant rotate-secret`.
+//! * Every operator action that changes the vault, and every export of its
+//!   records (`audit export`, `usage`) and `audit verify`, appends an audit
+//!   entry with actor `cli:<os user>`; listings (`tenant list`, `keys list`,
+//!   `purge --dry-run`) do not.
+//! * Exit codes: 0 ok, 1 operation failed or refused (a retire still
+//!   needed, a broken audit chain, an incomplete rewrap…), 2 usage error,
+//!   3 vault locked (not initialised, or no usable / the wrong root key);
+//!   see [`ExitStatus`].
+//! * The clock is the system's. The hidden global flag `--now RFC3339`
+//!   replaces it for one run; it exists for tests only (moving time forward
+//!   without sleeping, e.g. for `purge`) and must not be used in operation.
 
+pub mod audit;
 pub mod error;
 pub mod init;
+pub mod keys;
 pub mod output;
+pub mod purge;
+pub mod root;
 pub mod settings;
 pub mod tenant;
+pub mod usage;
 pub mod vault;
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -44,7 +61,12 @@ Examples:
   dzlctl --data-dir /var/lib/dzl init
   dzlctl --data-dir /var/lib/dzl tenant add --kind funder --name 'City Bank' --scopes applicant,risk
   dzlctl --data-dir /var/lib/dzl --json tenant list
-  dzlctl --data-dir /var/lib/dzl tenant suspend ten_0123456789abcdef0123456789abcdef"
+  dzlctl --data-dir /var/lib/dzl tenant suspend ten_0123456789abcdef0123456789abcdef
+  dzlctl --data-dir /var/lib/dzl keys rotate && dzlctl --data-dir /var/lib/dzl keys rewrap
+  dzlctl --data-dir /var/lib/dzl keys retire 1
+  dzlctl --data-dir /var/lib/dzl audit verify
+  dzlctl --data-dir /var/lib/dzl purge --dry-run
+  dzlctl --data-dir /var/lib/dzl usage --from 2026-11-01 --to 2026-11-30 --csv > 2026-11.csv"
     };
 }
 
@@ -56,11 +78,20 @@ const AFTER_LONG_HELP: &str = concat!(
 Configuration:
   The data directory is --data-dir if given, else DZL__STORE__DATA_DIR, else
   `data_dir` in the [store] section of the --config TOML file, else ./dzl-data.
-  A relative path is relative to the working directory. Other sections of the
-  file (the server's) are ignored.
+  A relative path is relative to the working directory. Two more settings,
+  each also settable as DZL__SECTION__KEY (e.g. DZL__RETENTION__DEPOSIT_DAYS):
+  how many days `purge` keeps a deposit (default 365), and how many seconds a
+  tenant's old secret keeps working after `tenant rotate-secret` (default
+  86400). Other sections of the file (the server's) are ignored.
 
     [store]
     data_dir = \"/var/lib/dzl\"
+
+    [retention]
+    deposit_days = 365
+
+    [tenants]
+    secret_overlap_seconds = 86400
 
 Root key:
   DZL_ROOT_KEY_FILE  a file holding the base64 root key (mode 0600). `init`
@@ -78,7 +109,8 @@ Output:
 
 Exit status:
   0  success
-  1  the operation failed (store, configuration, unknown tenant, ...)
+  1  the operation failed or was refused (store, configuration, unknown
+     tenant, a key version still in use, a broken audit chain, ...)
   2  usage error: bad arguments or options
   3  the vault is locked: not initialised, or no usable / the wrong root key"
 );
@@ -88,17 +120,20 @@ Exit status:
 #[command(
     name = "dzlctl",
     version,
-    about = "Operate a dzl-vault: initialise it, manage its tenants and keys.",
+    about = "Operate a dzl-vault: tenants, keys, audit trail, retention and billing.",
     long_about = "\
 dzlctl is the operator's tool for a dzl-vault, the credit bureau's
 authorization-code data vault. It creates a vault (store, keyring and root
-key), registers the platforms, funders and operators that may call it, and
-suspends or resumes them.
+key), registers the platforms, funders and operators that may call it and
+rotates their secrets, runs the key lifecycle (rotate, rewrap, retire, root
+rekey), verifies and exports the audit trail, purges expired codes and
+deposits past retention, and reports usage for billing.
 
-It works directly on the vault's data directory, the one the server uses; a
-running server picks up tenant and key changes by itself, without restart.
-Every change is recorded in the vault's audit log with `cli:<your user>` as
-actor.",
+It works directly on the vault's data directory, the one the server uses,
+while the server keeps serving: a running server picks up tenant and key
+changes by itself, without restart, and long work is done in short
+transactions. Every change is recorded in the vault's audit log with
+`cli:<your user>` as actor.",
     after_help = examples!(),
     after_long_help = AFTER_LONG_HELP,
 )]
@@ -126,6 +161,11 @@ pub struct GlobalArgs {
     /// Print exactly one JSON document on stdout instead of text.
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
+    /// FOR TESTS ONLY: run as if the clock read this RFC 3339 time (purge
+    /// cut-offs, secret overlaps, audit times). Hidden from help; never use
+    /// it to operate a vault.
+    #[arg(long, global = true, hide = true, value_name = "RFC3339", value_parser = audit::parse_time)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 /// The verbs, one variant per verb group.
@@ -151,7 +191,7 @@ Example:
   DZL_ROOT_KEY_FILE=/etc/dzl/root.key dzlctl --data-dir /var/lib/dzl init"
     )]
     Init(init::InitArgs),
-    /// Manage tenants: add, list, suspend, resume.
+    /// Manage tenants: add, list, suspend, resume, rotate their secrets.
     ///
     /// Tenants are the vault's callers: platforms deposit applicant data and
     /// issue authorization codes, funders redeem them, operators ask for
@@ -164,20 +204,114 @@ Example:
 Examples:
   dzlctl tenant add --kind platform --name 'Lending App Ltd'
   dzlctl tenant list
-  dzlctl tenant suspend ten_0123456789abcdef0123456789abcdef"
+  dzlctl tenant suspend ten_0123456789abcdef0123456789abcdef
+  dzlctl tenant rotate-secret ten_0123456789abcdef0123456789abcdef"
     )]
     Tenant(tenant::TenantCommand),
+    /// The keyring: list, rotate, rewrap, retire key versions.
+    ///
+    /// The vault encrypts every deposit under fresh data keys, and wraps
+    /// those (and its tenants' secrets) under a versioned key-encryption
+    /// key (KEK); the root key wraps the KEKs. One version is active; older
+    /// ones only decrypt until `keys rewrap` has moved everything off them
+    /// and `keys retire` deletes them.
+    #[command(
+        subcommand,
+        verbatim_doc_comment,
+        after_help = "\
+Examples:
+  dzlctl keys list
+  dzlctl keys rotate && dzlctl keys rewrap && dzlctl keys retire 1"
+    )]
+    Keys(keys::KeysCommand),
+    /// The root key: rekey the keyring under a new one.
+    ///
+    /// The root key wraps the keyring and is never stored in the vault.
+    /// `root rekey` replaces it.
+    #[command(
+        subcommand,
+        verbatim_doc_comment,
+        after_help = "\
+Example:
+  dzlctl root rekey --new-root-key-file /etc/dzl/root-2026.key"
+    )]
+    Root(root::RootCommand),
+    /// The audit trail: verify its hash chain, export it.
+    ///
+    /// Every call to the vault and every operator action is an entry of an
+    /// append-only, hash-chained log: who, when, what, the result, and the
+    /// ids and group names involved — never personal data.
+    #[command(
+        subcommand,
+        verbatim_doc_comment,
+        after_help = "\
+Examples:
+  dzlctl audit verify
+  dzlctl audit export --since 2026-11-01T00:00:00Z > audit.jsonl"
+    )]
+    Audit(audit::AuditCommand),
+    /// Expire codes past their deadline; crypto-shred deposits past retention.
+    ///
+    /// Stores every issued code whose deadline has passed as expired (it
+    /// was already refused as expired; now the store says so too), then
+    /// crypto-shreds every deposit created more than [retention]
+    /// deposit_days ago (default 365): its data keys and encrypted groups
+    /// are destroyed, its outstanding codes revoked; the deposit's row and
+    /// its audit trail remain, so subject-access reports still show it.
+    /// Reports the counts. With --dry-run, reports what it would do and
+    /// changes nothing.
+    ///
+    /// Works in transactions of 1000 codes or deposits, so a running
+    /// server keeps serving. Run it daily (e.g. from cron or a systemd
+    /// timer).
+    ///
+    /// Changes: codes' state, shredded deposits, and audit entries
+    /// (codes.expire, deposit.purge per deposit, vault.purge for the run).
+    /// Needs the root key.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Examples:
+  dzlctl purge --dry-run
+  DZL__RETENTION__DEPOSIT_DAYS=180 dzlctl --json purge"
+    )]
+    Purge(purge::PurgeArgs),
+    /// Calls per tenant, per operation, per day — for billing.
+    ///
+    /// Counts every call the vault answered, per UTC day, tenant and
+    /// operation (deposit.create, code.issue, redemption.create, …): all
+    /// calls, those that succeeded and those refused. --from and --to bound
+    /// the days (inclusive), --tenant picks one tenant. Prints a table,
+    /// one JSON document with --json ({"rows":[{"day", "tenant_id",
+    /// "tenant_name", "operation", "calls", "ok", "refused"}], …}), or CSV
+    /// with --csv (header: day,tenant_id,tenant_name,operation,calls,ok,refused).
+    ///
+    /// Changes: appends one audit entry (usage.report). Needs the root key.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Examples:
+  dzlctl usage --from 2026-11-01 --to 2026-11-30
+  dzlctl usage --tenant ten_0123456789abcdef0123456789abcdef --csv > bank-a.csv"
+    )]
+    Usage(usage::UsageArgs),
 }
 
 /// Executes a parsed command line, printing through `printer`.
 pub fn execute(cli: &Cli, printer: &mut Printer<'_>) -> Result<(), CliError> {
-    let ctx = Context::from_args(cli.global.config.as_deref(), cli.global.data_dir.clone())?;
+    let mut ctx = Context::from_args(cli.global.config.as_deref(), cli.global.data_dir.clone())?;
+    ctx.now = cli.global.now;
     if let Some(warning) = ctx.root_key_file_warning() {
         printer.warn(&warning);
     }
     match &cli.command {
         Command::Init(args) => init::run(&ctx, args, printer),
         Command::Tenant(cmd) => tenant::run(&ctx, cmd, printer),
+        Command::Keys(cmd) => keys::run(&ctx, cmd, printer),
+        Command::Root(cmd) => root::run(&ctx, cmd, printer),
+        Command::Audit(cmd) => audit::run(&ctx, cmd, printer),
+        Command::Purge(args) => purge::run(&ctx, args, printer),
+        Command::Usage(args) => usage::run(&ctx, args, printer),
     }
 }
 
@@ -186,7 +320,11 @@ pub fn execute(cli: &Cli, printer: &mut Printer<'_>) -> Result<(), CliError> {
 /// `out`). Returns how the process should end.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitStatus {
     let json = cli.global.json;
-    let result = execute(cli, &mut Printer::new(json, out, err));
+    let progress = std::io::stderr().is_terminal();
+    let result = execute(
+        cli,
+        &mut Printer::new(json, out, err).with_progress(progress),
+    );
     match result {
         Ok(()) => ExitStatus::Ok,
         Err(e) => {

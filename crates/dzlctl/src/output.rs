@@ -1,6 +1,7 @@
 //! How verbs speak: a [`Printer`] that writes a verb's result either as
 //! human text (its `Display`) or, with `--json`, as exactly one JSON document
-//! (its `Serialize`), plus warnings on stderr, and [`Table`], the aligned
+//! (its `Serialize`), plus warnings and progress bars on stderr (progress
+//! only on a terminal and never with `--json`), and [`Table`], the aligned
 //! table of list verbs. Rendered output passes through a zeroizing buffer,
 //! because one result (`tenant add`) carries a secret.
 
@@ -16,6 +17,7 @@ use crate::error::CliError;
 /// Where a verb's result and warnings go.
 pub struct Printer<'a> {
     json: bool,
+    progress: bool,
     out: &'a mut dyn Write,
     err: &'a mut dyn Write,
 }
@@ -31,7 +33,44 @@ impl fmt::Debug for Printer<'_> {
 impl<'a> Printer<'a> {
     /// A printer writing results to `out` and warnings to `err`.
     pub fn new(json: bool, out: &'a mut dyn Write, err: &'a mut dyn Write) -> Self {
-        Printer { json, out, err }
+        Printer {
+            json,
+            progress: false,
+            out,
+            err,
+        }
+    }
+
+    /// Shows progress bars (on the process's stderr) when `on` and not
+    /// printing JSON. The caller decides whether stderr is a terminal.
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on && !self.json;
+        self
+    }
+
+    /// A progress bar of `len` steps saying `what`; hidden unless progress
+    /// is on (see [`Printer::with_progress`]).
+    pub fn progress_bar(&self, len: u64, what: &str) -> indicatif::ProgressBar {
+        if !self.progress {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(len),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta} left)",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_owned());
+        bar
+    }
+
+    /// The result stream itself, for verbs that stream their result
+    /// (`audit export`) instead of printing one value.
+    pub fn out(&mut self) -> &mut dyn Write {
+        self.out
     }
 
     /// Whether results are printed as JSON.

@@ -1,8 +1,10 @@
-//! The CLI's configuration: where the vault lives. Layered through the
-//! `config` crate, weakest first: the default `./dzl-data`, the TOML file
-//! given by `--config` (`[store] data_dir = "..."`), then the environment
-//! variable `DZL__STORE__DATA_DIR`; the `--data-dir` flag, applied by the
-//! caller, beats them all. Unknown sections and keys are ignored, so one file
+//! The CLI's configuration: where the vault lives, how long deposits are
+//! kept, how long a rotated tenant secret keeps working. Layered through the
+//! `config` crate, weakest first: the defaults, the TOML file given by
+//! `--config` (`[store] data_dir`, `[retention] deposit_days`,
+//! `[tenants] secret_overlap_seconds`), then the environment variables
+//! `DZL__SECTION__KEY`; the `--data-dir` flag, applied by the caller,
+//! beats them all. Unknown sections and keys are ignored, so one file
 //! (and one `DZL__…` environment) can serve both the CLI and the server.
 //!
 //! The root key is deliberately not configuration: it comes only from
@@ -21,11 +23,39 @@ pub const ENV_PREFIX: &str = "DZL";
 /// Separator of environment overrides.
 pub const ENV_SEPARATOR: &str = "__";
 
+/// Days a deposit is kept before `purge` crypto-shreds it, by default.
+pub const DEFAULT_DEPOSIT_DAYS: u32 = 365;
+/// Seconds a tenant's previous secret keeps working after
+/// `tenant rotate-secret`, by default (one day).
+pub const DEFAULT_SECRET_OVERLAP_SECONDS: u32 = 86_400;
+/// The longest overlap allowed (30 days).
+pub const MAX_SECRET_OVERLAP_SECONDS: u32 = 30 * 86_400;
+
 /// The CLI's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Settings {
     /// `[store]`.
     pub store: StoreSettings,
+    /// `[retention]`.
+    pub retention: RetentionSettings,
+    /// `[tenants]`.
+    pub tenants: TenantSettings,
+}
+
+/// `[retention]`: how long the vault keeps deposits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RetentionSettings {
+    /// Days after its creation a deposit is crypto-shredded by `purge`
+    /// (1 or more; default 365).
+    pub deposit_days: u32,
+}
+
+/// `[tenants]`: tenant credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TenantSettings {
+    /// Seconds the previous secret keeps working after
+    /// `tenant rotate-secret` (0 to 2592000; default 86400).
+    pub secret_overlap_seconds: u32,
 }
 
 /// `[store]`: where the vault's files are.
@@ -43,14 +73,34 @@ impl Settings {
         Self::from_sources(file, None)
     }
 
+    /// The defaults alone (no file, no environment).
+    pub fn defaults() -> Self {
+        Settings {
+            store: StoreSettings {
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            },
+            retention: RetentionSettings {
+                deposit_days: DEFAULT_DEPOSIT_DAYS,
+            },
+            tenants: TenantSettings {
+                secret_overlap_seconds: DEFAULT_SECRET_OVERLAP_SECONDS,
+            },
+        }
+    }
+
     /// Like [`Settings::load`], but reads environment overrides from `env`
     /// instead of the process environment when it is `Some` (for tests).
     pub fn from_sources(
         file: Option<&Path>,
         env: Option<HashMap<String, String>>,
     ) -> Result<Self, config::ConfigError> {
-        let mut builder =
-            config::Config::builder().set_default("store.data_dir", DEFAULT_DATA_DIR)?;
+        let mut builder = config::Config::builder()
+            .set_default("store.data_dir", DEFAULT_DATA_DIR)?
+            .set_default("retention.deposit_days", DEFAULT_DEPOSIT_DAYS)?
+            .set_default(
+                "tenants.secret_overlap_seconds",
+                DEFAULT_SECRET_OVERLAP_SECONDS,
+            )?;
         if let Some(file) = file {
             builder = builder.add_source(
                 config::File::from(file)
@@ -67,7 +117,22 @@ impl Settings {
                     .source(env),
             )
             .build()?
-            .try_deserialize()
+            .try_deserialize::<Settings>()?
+            .validated()
+    }
+
+    fn validated(self) -> Result<Self, config::ConfigError> {
+        if self.retention.deposit_days == 0 {
+            return Err(config::ConfigError::Message(
+                "retention.deposit_days must be at least 1".into(),
+            ));
+        }
+        if self.tenants.secret_overlap_seconds > MAX_SECRET_OVERLAP_SECONDS {
+            return Err(config::ConfigError::Message(format!(
+                "tenants.secret_overlap_seconds must be at most {MAX_SECRET_OVERLAP_SECONDS}"
+            )));
+        }
+        Ok(self)
     }
 
     /// The settings with `data_dir` replacing the configured directory when
@@ -135,6 +200,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.store.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn retention_and_overlap_have_defaults_and_are_checked() {
+        let s = Settings::from_sources(None, env(&[])).unwrap();
+        assert_eq!(s.retention.deposit_days, DEFAULT_DEPOSIT_DAYS);
+        assert_eq!(
+            s.tenants.secret_overlap_seconds,
+            DEFAULT_SECRET_OVERLAP_SECONDS
+        );
+        let (_d, path) =
+            file("[retention]\ndeposit_days = 30\n[tenants]\nsecret_overlap_seconds = 0\n");
+        let s = Settings::from_sources(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.retention.deposit_days, 30);
+        assert_eq!(s.tenants.secret_overlap_seconds, 0);
+        let s =
+            Settings::from_sources(None, env(&[("DZL__RETENTION__DEPOSIT_DAYS", "7")])).unwrap();
+        assert_eq!(s.retention.deposit_days, 7);
+        assert!(
+            Settings::from_sources(None, env(&[("DZL__RETENTION__DEPOSIT_DAYS", "0")])).is_err()
+        );
+        assert!(Settings::from_sources(
+            None,
+            env(&[("DZL__TENANTS__SECRET_OVERLAP_SECONDS", "99999999")])
+        )
+        .is_err());
     }
 
     #[test]

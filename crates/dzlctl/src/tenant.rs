@@ -1,6 +1,8 @@
 //! `dzlctl tenant …`: the callers of the vault. `add` registers a platform,
-//! funder or operator and prints its signing secret — the only time any verb
-//! prints a secret; `list` shows every tenant (never a secret); `suspend` and
+//! funder or operator and prints its signing secret; `rotate-secret` gives
+//! one a new secret (the old one keeps working for `[tenants]
+//! secret_overlap_seconds`) — these two are the only verbs that print a
+//! secret, once; `list` shows every tenant (never a secret); `suspend` and
 //! `resume` switch a tenant off and on, audited with the operator as actor.
 //! A running server notices every change by itself (the store's generation).
 //!
@@ -99,6 +101,27 @@ Example:
   dzlctl tenant resume ten_0123456789abcdef0123456789abcdef"
     )]
     Resume(StateArgs),
+    /// Give a tenant a new signing secret; the old one works for a while.
+    ///
+    /// Generates a new signing secret for the tenant, seals it under the
+    /// active key and prints it this once. The key id stays the same. The
+    /// previous secret keeps being accepted for an overlap — [tenants]
+    /// secret_overlap_seconds in the configuration, default 86400 (one day)
+    /// — so the tenant can switch its integration without downtime; after
+    /// that only the new secret signs. Rotating again within the overlap
+    /// ends the older secret at once. A running server applies the change
+    /// within a second, without restart.
+    ///
+    /// Changes: the tenant's secrets, and one audit entry
+    /// (tenant.rotate_secret) with the overlap's end. Needs the root key.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Examples:
+  dzlctl tenant rotate-secret ten_0123456789abcdef0123456789abcdef
+  DZL__TENANTS__SECRET_OVERLAP_SECONDS=3600 dzlctl --json tenant rotate-secret ten_0123456789abcdef0123456789abcdef | jq -r .secret"
+    )]
+    RotateSecret(StateArgs),
 }
 
 /// A tenant kind on the command line.
@@ -231,6 +254,48 @@ impl fmt::Display for TenantAdded {
             f,
             "The secret is shown this once; the vault cannot show it again. Hand it to the\n\
              tenant over a secure channel now."
+        )
+    }
+}
+
+/// A tenant's new secret, as printed once by `tenant rotate-secret`.
+#[derive(Clone, Serialize)]
+pub struct SecretRotated {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The key id it signs with (unchanged).
+    pub key_id: String,
+    /// The new signing secret (base64url). Printed once.
+    #[serde(serialize_with = "expose")]
+    pub secret: Zeroizing<String>,
+    /// Until when (RFC 3339 UTC) the previous secret is still accepted.
+    pub previous_secret_valid_until: String,
+}
+
+impl fmt::Debug for SecretRotated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretRotated")
+            .field("tenant_id", &self.tenant_id)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for SecretRotated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "New signing secret for tenant {}.", self.tenant_id)?;
+        writeln!(f, "  key id            {}", self.key_id)?;
+        writeln!(f, "  secret            {}", self.secret.as_str())?;
+        writeln!(
+            f,
+            "  old secret until  {}",
+            self.previous_secret_valid_until
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "The secret is shown this once. Hand it to the tenant over a secure channel now;\n\
+             its old secret keeps working until the time above, then only this one does."
         )
     }
 }
@@ -401,6 +466,33 @@ pub fn set_state(
     })
 }
 
+/// Rotates a tenant's signing secret (see [`TenantCommand::RotateSecret`]).
+pub fn rotate_secret(
+    ctx: &Context,
+    vault: &Vault,
+    id: &TenantId,
+) -> Result<SecretRotated, CliError> {
+    if !vault.store().tenants()?.iter().any(|t| &t.id == id) {
+        return Err(CliError::TenantNotFound(id.clone()));
+    }
+    let rotated = admin::rotate_tenant_secret(
+        vault.store(),
+        vault.keyring(),
+        &ctx.call("tenant.rotate_secret"),
+        id,
+        ctx.settings.tenants.secret_overlap_seconds,
+    )
+    .map_err(|e| from_admin(e, vault.data_dir(), ""))?;
+    Ok(SecretRotated {
+        tenant_id: rotated.tenant_id.clone(),
+        key_id: rotated.key_id.clone(),
+        secret: rotated.secret.clone(),
+        previous_secret_valid_until: rotated
+            .previous_valid_until
+            .to_rfc3339_opts(SecondsFormat::Secs, true),
+    })
+}
+
 /// Runs a `tenant` verb and prints its result.
 pub fn run(ctx: &Context, cmd: &TenantCommand, printer: &mut Printer<'_>) -> Result<(), CliError> {
     let vault = Vault::open(ctx)?;
@@ -413,5 +505,6 @@ pub fn run(ctx: &Context, cmd: &TenantCommand, printer: &mut Printer<'_>) -> Res
         TenantCommand::Resume(args) => {
             printer.print(&set_state(&vault, &args.id, TenantState::Active)?)
         }
+        TenantCommand::RotateSecret(args) => printer.print(&rotate_secret(ctx, &vault, &args.id)?),
     }
 }

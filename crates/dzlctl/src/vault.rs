@@ -1,7 +1,7 @@
 //! Opening the vault the way every verb after `init` does: a [`Context`]
-//! (data directory, root key source, audit actor) resolved once from flags,
-//! configuration and environment, and a [`Vault`] — the SQLite store plus
-//! the keyring opened with the root key.
+//! (data directory, settings, root key source, audit actor, clock) resolved
+//! once from flags, configuration and environment, and a [`Vault`] — the
+//! SQLite store plus the keyring opened with the root key.
 //!
 //! Invariants:
 //! * Opening never creates anything: a data directory without `vault.db` is
@@ -17,9 +17,10 @@
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use dzl_crypto::{Keyring, RootKey};
 use dzl_store::admin::{self, RootKeySource};
-use dzl_store::{SqliteStore, Store};
+use dzl_store::{Call, SqliteStore, Store};
 
 use crate::error::{from_admin, CliError};
 use crate::settings::Settings;
@@ -33,6 +34,11 @@ pub struct Context {
     pub root_key: RootKeySource,
     /// Who is acting, for the audit trail (`cli:<user>`).
     pub actor: String,
+    /// Retention, secret overlap and the rest of the configuration.
+    pub settings: Settings,
+    /// The clock's reading for this run when injected (the hidden `--now`
+    /// flag, for tests only); `None`: the system clock.
+    pub now: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -43,6 +49,7 @@ impl std::fmt::Debug for Context {
             .field("root_key_file", &self.root_key.file)
             .field("root_key_inline", &self.root_key.inline.is_some())
             .field("actor", &self.actor)
+            .field("now", &self.now)
             .finish()
     }
 }
@@ -56,10 +63,15 @@ impl Context {
         let mut root_key = RootKeySource::from_env();
         root_key.file = root_key.file.filter(|f| !f.as_os_str().is_empty());
         root_key.inline = root_key.inline.filter(|k| !k.trim().is_empty());
+        let data_dir = data_dir.into();
+        let mut settings = Settings::defaults();
+        settings.store.data_dir = data_dir.clone();
         Context {
-            data_dir: data_dir.into(),
+            data_dir,
             root_key,
             actor: admin::cli_actor(),
+            settings,
+            now: None,
         }
     }
 
@@ -67,7 +79,24 @@ impl Context {
     /// through [`Settings`], the root key from the environment.
     pub fn from_args(config: Option<&Path>, data_dir: Option<PathBuf>) -> Result<Self, CliError> {
         let settings = Settings::load(config)?.with_data_dir(data_dir);
-        Ok(Context::new(settings.store.data_dir))
+        let mut ctx = Context::new(settings.store.data_dir.clone());
+        ctx.settings = settings;
+        Ok(ctx)
+    }
+
+    /// The time of this run: the injected clock, else the system clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now.unwrap_or_else(Utc::now)
+    }
+
+    /// An operator action `operation` by this context's actor, now, for the
+    /// store's audit trail.
+    pub fn call(&self, operation: &'static str) -> Call {
+        Call {
+            actor: self.actor.clone(),
+            operation,
+            now: self.now(),
+        }
     }
 
     /// Loads the root key.

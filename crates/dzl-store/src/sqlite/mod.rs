@@ -96,6 +96,8 @@ fn open_connection(dir: &Path) -> StoreResult<Connection> {
          PRAGMA ident.synchronous = FULL;
          PRAGMA main.secure_delete = ON;
          PRAGMA ident.secure_delete = ON;
+         PRAGMA main.cache_size = -32768;
+         PRAGMA ident.cache_size = -32768;
          PRAGMA foreign_keys = ON;",
     )?;
     Ok(conn)

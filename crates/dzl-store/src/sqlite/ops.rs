@@ -14,9 +14,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::SqliteStore;
 use crate::rules::{self, StoredCodeState};
 use crate::{
-    Call, CreatedCode, InitMaterial, KekRow, KekState, NewCode, NewDeposit, RedeemAttempt,
-    Redeemed, Sealed, SealedSecret, Store, StoreError, StoreResult, TenantKind, TenantRow,
-    TenantState, UsageRow,
+    AuditQuery, Call, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState, KeyUsage, NewCode,
+    NewDeposit, PreviousSecret, PurgeCounts, PurgePlan, RedeemAttempt, Redeemed, RekeyedKek,
+    RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef, Store, StoreError,
+    StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery, UsageRow,
 };
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -339,35 +340,125 @@ fn owned_code(conn: &Connection, call: &Call, code: &CodeId) -> StoreResult<Code
     }
 }
 
-type RawTenant = (
-    String,
-    String,
-    String,
-    String,
-    u32,
-    Vec<u8>,
-    Option<String>,
-    String,
-    u32,
-    String,
-    i64,
-);
+const TENANT_COLUMNS: &str = "id, kind, name, key_id, secret_kek_version, secret_sealed, scopes,
+    purposes, rate_limit, state, created_at, previous_secret_kek_version, previous_secret_sealed,
+    previous_secret_valid_until";
 
-fn tenant_from_row(r: &Row<'_>) -> rusqlite::Result<RawTenant> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-    ))
+fn tenant_row(r: &Row<'_>) -> StoreResult<TenantRow> {
+    let kind: String = r.get(1)?;
+    let sc: Option<String> = r.get(6)?;
+    let pu: String = r.get(7)?;
+    let state: String = r.get(9)?;
+    let previous = match (
+        r.get::<_, Option<u32>>(11)?,
+        r.get::<_, Option<Vec<u8>>>(12)?,
+        r.get::<_, Option<i64>>(13)?,
+    ) {
+        (Some(kek_version), Some(bytes), Some(until)) => Some(PreviousSecret {
+            secret: Sealed { kek_version, bytes },
+            valid_until: from_ms(until)?,
+        }),
+        (None, None, None) => None,
+        _ => return Err(corrupt("previous tenant secret")),
+    };
+    Ok(TenantRow {
+        id: TenantId::from_trusted(r.get::<_, String>(0)?),
+        kind: TenantKind::parse(&kind).ok_or_else(|| corrupt("tenant kind"))?,
+        name: r.get(2)?,
+        key_id: r.get(3)?,
+        secret: Sealed {
+            kek_version: r.get(4)?,
+            bytes: r.get(5)?,
+        },
+        scopes: sc.map(|s| scopes(&s)).transpose()?,
+        purposes: dzl_types::domain::parse_purposes(&pu).map_err(|_| corrupt("purposes"))?,
+        rate_limit: r.get(8)?,
+        state: TenantState::parse(&state).ok_or_else(|| corrupt("tenant state"))?,
+        created_at: from_ms(r.get(10)?)?,
+        previous_secret: previous,
+    })
 }
+
+/// Refuses to wrap under a KEK version that is retired or unknown: a writer
+/// holding a keyring older than a `keys retire` must not store keys nobody
+/// can unwrap any more. It reloads and retries.
+fn ensure_wrappable(conn: &Connection, version: u32) -> StoreResult<()> {
+    let state: Option<String> = conn
+        .prepare_cached("SELECT state FROM keks WHERE version = ?1")?
+        .query_row([version], |r| r.get(0))
+        .optional()?;
+    match state.as_deref() {
+        Some("active") | Some("decrypt_only") => Ok(()),
+        _ => Err(StoreError::Unavailable(format!(
+            "key version {version} is retired or unknown; the keyring is being reloaded"
+        ))),
+    }
+}
+
+/// Crypto-shreds a deposit inside the caller's transaction: destroys its
+/// data keys and ciphertexts (secure_delete overwrites them), revokes its
+/// outstanding codes and marks it erased. Returns the codes revoked.
+fn shred_deposit(conn: &Connection, id: &str, now: DateTime<Utc>) -> StoreResult<usize> {
+    conn.prepare_cached("DELETE FROM data_keys WHERE deposit_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM records WHERE deposit_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM ident.identities WHERE deposit_id = ?1")?
+        .execute([id])?;
+    let revoked = conn
+        .prepare_cached(
+            "UPDATE codes SET state = 'revoked', revoked_at = ?1 WHERE deposit_id = ?2 AND state = 'issued'",
+        )?
+        .execute(params![ms(now), id])?;
+    conn.prepare_cached("UPDATE deposits SET state = 'erased', erased_at = ?1 WHERE id = ?2")?
+        .execute(params![ms(now), id])?;
+    Ok(revoked)
+}
+
+/// What still needs KEK `version` at `now`.
+fn key_usage(conn: &Connection, version: u32, now: DateTime<Utc>) -> StoreResult<KeyUsage> {
+    let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<u64> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row(p, |r| r.get::<_, i64>(0))? as u64)
+    };
+    Ok(KeyUsage {
+        records_keys: count(
+            "SELECT count(*) FROM data_keys WHERE kek_version = ?1",
+            &[&version],
+        )?,
+        identity_keys: count(
+            "SELECT count(*) FROM ident.identities WHERE kek_version = ?1",
+            &[&version],
+        )?,
+        tenant_secrets: count(
+            "SELECT count(*) FROM tenants WHERE secret_kek_version = ?1",
+            &[&version],
+        )?,
+        previous_tenant_secrets: count(
+            "SELECT count(*) FROM tenants WHERE previous_secret_kek_version = ?1
+             AND previous_secret_valid_until > ?2",
+            &[&version, &ms(now)],
+        )?,
+        vault_secrets: count(
+            "SELECT count(*) FROM sealed_secrets WHERE kek_version = ?1",
+            &[&version],
+        )?,
+    })
+}
+
+/// The audit record of an operator action.
+fn action(call: &Call, result: &str, detail: String) -> AuditRecord {
+    AuditRecord {
+        detail: Some(detail),
+        ..record(call, result)
+    }
+}
+
+/// Selects issued codes past their deadline ([`rules::code_expirable`]).
+const EXPIRABLE_CODES: &str = "FROM codes WHERE state = 'issued' AND expires_at <= ?1";
+/// Selects deposits past retention ([`rules::deposit_past_retention`]).
+const DEPOSITS_PAST_RETENTION: &str = "FROM deposits WHERE state = 'active' AND created_at < ?1";
 
 impl Store for SqliteStore {
     fn create_deposit(&self, d: NewDeposit) -> StoreResult<Vec<CreatedCode>> {
@@ -394,6 +485,10 @@ impl Store for SqliteStore {
                 ])?;
             if inserted == 0 {
                 return Err(StoreError::Refused(ErrorCode::DuplicateExternalRef));
+            }
+            ensure_wrappable(conn, d.records_key.kek_version)?;
+            if d.identity_key.kek_version != d.records_key.kek_version {
+                ensure_wrappable(conn, d.identity_key.kek_version)?;
             }
             conn.prepare_cached("INSERT INTO data_keys (deposit_id, kek_version, wrapped) VALUES (?1, ?2, ?3)")?
                 .execute(params![d.id.as_str(), d.records_key.kek_version, d.records_key.bytes])?;
@@ -512,26 +607,16 @@ impl Store for SqliteStore {
             };
             if !dep.erased {
                 let id = deposit.as_str();
-                // Crypto-shredding: the data keys go (secure_delete overwrites
-                // them), and the ciphertexts with them.
-                conn.execute("DELETE FROM data_keys WHERE deposit_id = ?1", [id])?;
-                conn.execute("DELETE FROM records WHERE deposit_id = ?1", [id])?;
-                conn.execute("DELETE FROM ident.identities WHERE deposit_id = ?1", [id])?;
-                let revoked = conn.execute(
-                    "UPDATE codes SET state = 'revoked', revoked_at = ?1 WHERE deposit_id = ?2 AND state = 'issued'",
-                    params![ms(call.now), id],
-                )?;
-                conn.execute(
-                    "UPDATE deposits SET state = 'erased', erased_at = ?1 WHERE id = ?2",
-                    params![ms(call.now), id],
-                )?;
+                let revoked = shred_deposit(conn, id, call.now)?;
                 append_audit(
                     conn,
                     AuditRecord {
                         purpose: Some(dep.purpose.as_str().into()),
                         deposit_id: Some(id.to_owned()),
                         groups: Some(dep.groups.to_list()),
-                        detail: Some(format!("data keys destroyed; {revoked} outstanding codes revoked")),
+                        detail: Some(format!(
+                            "data keys destroyed; {revoked} outstanding codes revoked"
+                        )),
                         ..record(&call, "ok")
                     },
                 )?;
@@ -684,43 +769,22 @@ impl Store for SqliteStore {
 
     fn tenants(&self) -> StoreResult<Vec<TenantRow>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, kind, name, key_id, secret_kek_version, secret_sealed, scopes, purposes,
-                        rate_limit, state, created_at
-                 FROM tenants ORDER BY created_at, id",
-            )?;
-            let raws = stmt
-                .query_map([], tenant_from_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            raws.into_iter()
-                .map(
-                    |(id, kind, name, key_id, v, sealed, sc, pu, rate, state, created)| {
-                        Ok(TenantRow {
-                            id: TenantId::from_trusted(id),
-                            kind: TenantKind::parse(&kind).ok_or_else(|| corrupt("tenant kind"))?,
-                            name,
-                            key_id,
-                            secret: Sealed {
-                                kek_version: v,
-                                bytes: sealed,
-                            },
-                            scopes: sc.map(|s| scopes(&s)).transpose()?,
-                            purposes: dzl_types::domain::parse_purposes(&pu)
-                                .map_err(|_| corrupt("purposes"))?,
-                            rate_limit: rate,
-                            state: TenantState::parse(&state)
-                                .ok_or_else(|| corrupt("tenant state"))?,
-                            created_at: from_ms(created)?,
-                        })
-                    },
-                )
-                .collect()
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"
+            ))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(tenant_row(r)?);
+            }
+            Ok(out)
         })
     }
 
     fn add_tenant(&self, actor: &str, t: TenantRow) -> StoreResult<()> {
         let actor = actor.to_owned();
         self.write(move |conn| {
+            ensure_wrappable(conn, t.secret.kek_version)?;
             let purposes: Vec<&str> = t.purposes.iter().map(|p| p.as_str()).collect();
             conn.execute(
                 "INSERT INTO tenants (id, kind, name, key_id, secret_kek_version, secret_sealed, scopes,
@@ -806,33 +870,29 @@ impl Store for SqliteStore {
     fn keks(&self) -> StoreResult<Vec<KekRow>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT k.version, k.state, k.wrapped, k.created_at,
+                "SELECT k.version, k.state, k.wrapped, k.created_at, k.retired_at,
                         (SELECT count(*) FROM data_keys d WHERE d.kek_version = k.version)
-                      + (SELECT count(*) FROM ident.identities i WHERE i.kek_version = k.version)
+                      + (SELECT count(*) FROM ident.identities i WHERE i.kek_version = k.version),
+                        (SELECT count(*) FROM tenants t WHERE t.secret_kek_version = k.version)
+                      + (SELECT count(*) FROM tenants t WHERE t.previous_secret_kek_version = k.version)
+                      + (SELECT count(*) FROM sealed_secrets s WHERE s.kek_version = k.version)
                  FROM keks k ORDER BY k.version",
             )?;
-            let raws = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, u32>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            raws.into_iter()
-                .map(|(version, state, wrapped, created, n)| {
-                    Ok(KekRow {
-                        version,
-                        state: KekState::parse(&state).ok_or_else(|| corrupt("kek state"))?,
-                        wrapped,
-                        created_at: from_ms(created)?,
-                        data_keys: n as u64,
-                    })
-                })
-                .collect()
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let state: String = r.get(1)?;
+                out.push(KekRow {
+                    version: r.get(0)?,
+                    state: KekState::parse(&state).ok_or_else(|| corrupt("kek state"))?,
+                    wrapped: r.get(2)?,
+                    created_at: from_ms(r.get(3)?)?,
+                    retired_at: r.get::<_, Option<i64>>(4)?.map(from_ms).transpose()?,
+                    data_keys: r.get::<_, i64>(5)? as u64,
+                    secrets: r.get::<_, i64>(6)? as u64,
+                });
+            }
+            Ok(out)
         })
     }
 
@@ -891,6 +951,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn sealed_secrets(&self) -> StoreResult<Vec<SealedSecret>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, kek_version, sealed, public FROM sealed_secrets ORDER BY name",
+            )?;
+            let rows = stmt
+                .query_map([], sealed_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     fn initialise(&self, actor: &str, init: InitMaterial) -> StoreResult<()> {
         let actor = actor.to_owned();
         self.write(move |conn| {
@@ -929,6 +1001,265 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let n: i64 = conn.query_row("SELECT count(*) FROM keks", [], |r| r.get(0))?;
             Ok(n > 0)
+        })
+    }
+
+    fn rotate_tenant_secret(
+        &self,
+        call: &Call,
+        tenant: &TenantId,
+        secret: Sealed,
+        previous_valid_until: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (call, tenant) = (call.clone(), tenant.clone());
+        self.write(move |conn| {
+            ensure_wrappable(conn, secret.kek_version)?;
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE tenants SET
+                         previous_secret_kek_version = secret_kek_version,
+                         previous_secret_sealed = secret_sealed,
+                         previous_secret_valid_until = ?1,
+                         secret_kek_version = ?2, secret_sealed = ?3, updated_at = ?4
+                     WHERE id = ?5",
+                )?
+                .execute(params![
+                    ms(previous_valid_until),
+                    secret.kek_version,
+                    secret.bytes,
+                    ms(call.now),
+                    tenant.as_str()
+                ])?;
+            if changed == 0 {
+                return Err(StoreError::Invalid(format!("no tenant {tenant}")));
+            }
+            bump_generation(conn)?;
+            append_audit(
+                conn,
+                AuditRecord {
+                    subject_tenant: Some(tenant.to_string()),
+                    detail: Some(format!(
+                        "new signing secret; the previous one is accepted until {}",
+                        at(previous_valid_until)
+                    )),
+                    ..record(&call, "ok")
+                },
+            )
+        })
+    }
+
+    fn data_keys_on(
+        &self,
+        kind: DataKeyKind,
+        version: u32,
+        after: Option<&DepositId>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredDataKey>> {
+        // The version index finds exactly the keys still to move, so a
+        // resumed run or a second pass costs only what is left.
+        let sql = match kind {
+            DataKeyKind::Records => {
+                "SELECT deposit_id, wrapped FROM data_keys
+                 WHERE kek_version = ?1 AND deposit_id > ?2 ORDER BY deposit_id LIMIT ?3"
+            }
+            DataKeyKind::Identity => {
+                "SELECT deposit_id, wrapped_key FROM ident.identities
+                 WHERE kek_version = ?1 AND deposit_id > ?2 ORDER BY deposit_id LIMIT ?3"
+            }
+        };
+        let after = after.map(|d| d.as_str().to_owned()).unwrap_or_default();
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt
+                .query_map(params![version, after, limit as i64], |r| {
+                    Ok(StoredDataKey {
+                        kind,
+                        deposit_id: DepositId::from_trusted(r.get::<_, String>(0)?),
+                        wrapped: Sealed {
+                            kek_version: version,
+                            bytes: r.get(1)?,
+                        },
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn rewrap_data_keys(
+        &self,
+        target_version: u32,
+        keys: Vec<RewrappedDataKey>,
+    ) -> StoreResult<u64> {
+        self.write(move |conn| {
+            ensure_wrappable(conn, target_version)?;
+            let mut records = conn.prepare_cached(
+                "UPDATE data_keys SET kek_version = ?1, wrapped = ?2
+                 WHERE deposit_id = ?3 AND kek_version = ?4",
+            )?;
+            let mut identity = conn.prepare_cached(
+                "UPDATE ident.identities SET kek_version = ?1, wrapped_key = ?2
+                 WHERE deposit_id = ?3 AND kek_version = ?4",
+            )?;
+            let mut changed = 0u64;
+            for k in keys {
+                if k.wrapped.kek_version != target_version {
+                    return Err(StoreError::Invalid(format!(
+                        "a key wrapped under version {} in a rewrap onto {target_version}",
+                        k.wrapped.kek_version
+                    )));
+                }
+                let stmt = match k.kind {
+                    DataKeyKind::Records => &mut records,
+                    DataKeyKind::Identity => &mut identity,
+                };
+                changed += stmt.execute(params![
+                    target_version,
+                    k.wrapped.bytes,
+                    k.deposit_id.as_str(),
+                    k.from_version
+                ])? as u64;
+            }
+            Ok(changed)
+        })
+    }
+
+    fn rewrap_secrets(
+        &self,
+        call: &Call,
+        target_version: u32,
+        secrets: Vec<RewrappedSecret>,
+        detail: &str,
+    ) -> StoreResult<u64> {
+        let (call, detail) = (call.clone(), detail.to_owned());
+        self.write(move |conn| {
+            ensure_wrappable(conn, target_version)?;
+            let mut changed = 0u64;
+            for s in secrets {
+                if s.sealed.kek_version != target_version {
+                    return Err(StoreError::Invalid(format!(
+                        "a secret sealed under version {} in a rewrap onto {target_version}",
+                        s.sealed.kek_version
+                    )));
+                }
+                let (sql, id) = match &s.secret {
+                    SecretRef::Tenant(t) => (
+                        "UPDATE tenants SET secret_kek_version = ?1, secret_sealed = ?2
+                         WHERE id = ?3 AND secret_kek_version = ?4",
+                        t.as_str(),
+                    ),
+                    SecretRef::PreviousTenant(t) => (
+                        "UPDATE tenants SET previous_secret_kek_version = ?1, previous_secret_sealed = ?2
+                         WHERE id = ?3 AND previous_secret_kek_version = ?4",
+                        t.as_str(),
+                    ),
+                    SecretRef::Vault(name) => (
+                        "UPDATE sealed_secrets SET kek_version = ?1, sealed = ?2
+                         WHERE name = ?3 AND kek_version = ?4",
+                        name.as_str(),
+                    ),
+                };
+                changed += conn.prepare_cached(sql)?.execute(params![
+                    target_version,
+                    s.sealed.bytes,
+                    id,
+                    s.from_version
+                ])? as u64;
+            }
+            bump_generation(conn)?;
+            append_audit(conn, action(&call, "ok", detail))?;
+            Ok(changed)
+        })
+    }
+
+    fn retire_kek(
+        &self,
+        call: &Call,
+        version: u32,
+    ) -> StoreResult<Result<bool, rules::RetireRefusal>> {
+        let call = call.clone();
+        self.write(move |conn| {
+            let state: Option<String> = conn
+                .prepare_cached("SELECT state FROM keks WHERE version = ?1")?
+                .query_row([version], |r| r.get(0))
+                .optional()?;
+            let state = state
+                .map(|s| KekState::parse(&s).ok_or_else(|| corrupt("kek state")))
+                .transpose()?;
+            let usage = key_usage(conn, version, call.now)?;
+            match rules::retire_decision(version, state, &usage) {
+                Err(refusal) => {
+                    append_audit(
+                        conn,
+                        action(
+                            &call,
+                            refusal.code(),
+                            format!("version {version} not retired: {refusal}"),
+                        ),
+                    )?;
+                    Ok(Err(refusal))
+                }
+                Ok(false) => Ok(Ok(false)),
+                Ok(true) => {
+                    // Previous tenant secrets past their overlap are dead;
+                    // they go with the key that sealed them.
+                    let dropped = conn.execute(
+                        "UPDATE tenants SET previous_secret_kek_version = NULL,
+                             previous_secret_sealed = NULL, previous_secret_valid_until = NULL
+                         WHERE previous_secret_kek_version = ?1",
+                        [version],
+                    )?;
+                    conn.execute(
+                        "UPDATE keks SET state = 'retired', wrapped = X'', retired_at = ?1
+                         WHERE version = ?2",
+                        params![ms(call.now), version],
+                    )?;
+                    bump_generation(conn)?;
+                    append_audit(
+                        conn,
+                        action(
+                            &call,
+                            "ok",
+                            format!(
+                                "version {version} retired; its wrapped key deleted; \
+                                 {dropped} expired previous tenant secrets dropped"
+                            ),
+                        ),
+                    )?;
+                    Ok(Ok(true))
+                }
+            }
+        })
+    }
+
+    fn rekey_root(&self, call: &Call, keks: Vec<RekeyedKek>, detail: &str) -> StoreResult<()> {
+        let (call, detail) = (call.clone(), detail.to_owned());
+        self.write(move |conn| {
+            let stored: Vec<(u32, Vec<u8>)> = conn
+                .prepare("SELECT version, wrapped FROM keks WHERE state != 'retired' ORDER BY version")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut given: Vec<&RekeyedKek> = keks.iter().collect();
+            given.sort_by_key(|k| k.version);
+            let matches = stored.len() == given.len()
+                && stored
+                    .iter()
+                    .zip(&given)
+                    .all(|((v, w), k)| *v == k.version && *w == k.old_wrapped);
+            if !matches {
+                return Err(StoreError::Invalid(
+                    "the keyring changed while it was being rekeyed; nothing was changed, run it again"
+                        .into(),
+                ));
+            }
+            for k in &keks {
+                conn.execute(
+                    "UPDATE keks SET wrapped = ?1 WHERE version = ?2",
+                    params![k.new_wrapped, k.version],
+                )?;
+            }
+            bump_generation(conn)?;
+            append_audit(conn, action(&call, "ok", detail))
         })
     }
 
@@ -977,14 +1308,51 @@ impl Store for SqliteStore {
         })
     }
 
-    fn usage(&self) -> StoreResult<Vec<UsageRow>> {
+    fn audit_head_seq(&self) -> StoreResult<i64> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT seq FROM audit_head WHERE id = 1")?
+                .query_row([], |r| r.get(0))?)
+        })
+    }
+
+    fn audit_query(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let since = q.since.map(at);
+        let until = q.until.map(at);
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit
+                 WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3)
+                 ORDER BY seq LIMIT ?4"
+            ))?;
+            let rows = stmt
+                .query_map(
+                    params![q.after_seq, since, until, q.limit as i64],
+                    audit_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn record_action(&self, call: &Call, result: &str, detail: &str) -> StoreResult<()> {
+        let (call, result, detail) = (call.clone(), result.to_owned(), detail.to_owned());
+        self.write(move |conn| append_audit(conn, action(&call, &result, detail)))
+    }
+
+    fn usage_query(&self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+        let (from, to) = (q.from.map(day), q.to.map(day));
+        let tenant = q.tenant.as_ref().map(|t| t.as_str().to_owned());
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT day, tenant_id, operation, outcome, calls FROM usage
+                 WHERE (?1 IS NULL OR day >= ?1) AND (?2 IS NULL OR day <= ?2)
+                   AND (?3 IS NULL OR tenant_id = ?3)
                  ORDER BY day, tenant_id, operation, outcome",
             )?;
             let rows = stmt
-                .query_map([], |r| {
+                .query_map(params![from, to, tenant], |r| {
                     Ok(UsageRow {
                         day: r.get(0)?,
                         tenant_id: r.get(1)?,
@@ -995,6 +1363,102 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
+        })
+    }
+
+    fn purge_preview(&self, plan: &PurgePlan) -> StoreResult<PurgeCounts> {
+        let plan = *plan;
+        self.read(|conn| {
+            // One read transaction, so the three counts agree.
+            conn.execute_batch("BEGIN")?;
+            let result = (|| {
+                let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<u64> {
+                    Ok(conn.prepare(sql)?.query_row(p, |r| r.get::<_, i64>(0))? as u64)
+                };
+                let (now, cutoff) = (ms(plan.now), ms(plan.deposits_created_before));
+                Ok(PurgeCounts {
+                    codes_expired: count(&format!("SELECT count(*) {EXPIRABLE_CODES}"), &[&now])?,
+                    deposits_shredded: count(
+                        &format!("SELECT count(*) {DEPOSITS_PAST_RETENTION}"),
+                        &[&cutoff],
+                    )?,
+                    // Expiry runs first, so only codes still in time are revoked.
+                    codes_revoked: count(
+                        &format!(
+                            "SELECT count(*) FROM codes WHERE state = 'issued' AND expires_at > ?1
+                             AND deposit_id IN (SELECT id {})",
+                            DEPOSITS_PAST_RETENTION.replace("?1", "?2")
+                        ),
+                        &[&now, &cutoff],
+                    )?,
+                })
+            })();
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+    }
+
+    fn purge(&self, call: &Call, plan: &PurgePlan, limit: usize) -> StoreResult<PurgeCounts> {
+        let (call, plan) = (call.clone(), *plan);
+        self.write(move |conn| {
+            let expired = conn
+                .prepare_cached(&format!(
+                    "UPDATE codes SET state = 'expired'
+                     WHERE row IN (SELECT row {EXPIRABLE_CODES} ORDER BY expires_at LIMIT ?2)"
+                ))?
+                .execute(params![ms(plan.now), limit as i64])? as u64;
+            let mut counts = PurgeCounts {
+                codes_expired: expired,
+                ..PurgeCounts::default()
+            };
+            if counts.codes_expired > 0 {
+                append_audit(
+                    conn,
+                    AuditRecord {
+                        operation: "codes.expire".into(),
+                        ..action(
+                            &call,
+                            "ok",
+                            format!("{} codes past their deadline stored as expired", counts.codes_expired),
+                        )
+                    },
+                )?;
+            }
+            if counts.codes_expired as usize >= limit {
+                // Expire every code first, so shredding revokes only codes still in time.
+                return Ok(counts);
+            }
+            let ids: Vec<String> = conn
+                .prepare_cached(&format!(
+                    "SELECT id {DEPOSITS_PAST_RETENTION} ORDER BY created_at LIMIT ?2"
+                ))?
+                .query_map(params![ms(plan.deposits_created_before), limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in ids {
+                let dep = load_deposit(conn, &id)?.ok_or_else(|| corrupt("deposit"))?;
+                let revoked = shred_deposit(conn, &id, plan.now)?;
+                counts.deposits_shredded += 1;
+                counts.codes_revoked += revoked as u64;
+                append_audit(
+                    conn,
+                    AuditRecord {
+                        operation: "deposit.purge".into(),
+                        purpose: Some(dep.purpose.as_str().into()),
+                        deposit_id: Some(id.clone()),
+                        subject_tenant: Some(dep.platform_id.clone()),
+                        groups: Some(dep.groups.to_list()),
+                        ..action(
+                            &call,
+                            "ok",
+                            format!(
+                                "retention of {} days passed: data keys destroyed; {revoked} outstanding codes revoked",
+                                plan.retention_days
+                            ),
+                        )
+                    },
+                )?;
+            }
+            Ok(counts)
         })
     }
 

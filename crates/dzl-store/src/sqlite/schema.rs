@@ -152,6 +152,41 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX ident.identities_version ON identities (kek_version);
     ",
+    // 2: operator lifecycle. Codes may be stored as 'expired' (by `purge`),
+    // so the table is rebuilt with the wider CHECK (SQLite cannot alter
+    // one), keeping every row number, which codes embed. Tenants keep their
+    // previous signing secret during a rotation's overlap. Indexes for the
+    // purge's two sweeps.
+    "
+    CREATE TABLE codes_v2 (
+        row         INTEGER PRIMARY KEY,
+        code_id     TEXT NOT NULL UNIQUE,
+        secret_hash BLOB NOT NULL,
+        deposit_id  TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        funder_id   TEXT NOT NULL,
+        scopes      TEXT NOT NULL,
+        purpose     TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('issued', 'redeemed', 'revoked', 'expired')),
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        redeemed_at INTEGER,
+        revoked_at  INTEGER
+    );
+    INSERT INTO codes_v2 (row, code_id, secret_hash, deposit_id, platform_id, funder_id, scopes,
+            purpose, state, created_at, expires_at, redeemed_at, revoked_at)
+        SELECT row, code_id, secret_hash, deposit_id, platform_id, funder_id, scopes,
+            purpose, state, created_at, expires_at, redeemed_at, revoked_at FROM codes;
+    DROP TABLE codes;
+    ALTER TABLE codes_v2 RENAME TO codes;
+    CREATE INDEX codes_deposit ON codes (deposit_id);
+    CREATE INDEX codes_issued_expiry ON codes (expires_at) WHERE state = 'issued';
+    CREATE INDEX deposits_active_created ON deposits (created_at) WHERE state = 'active';
+
+    ALTER TABLE tenants ADD COLUMN previous_secret_kek_version INTEGER;
+    ALTER TABLE tenants ADD COLUMN previous_secret_sealed BLOB;
+    ALTER TABLE tenants ADD COLUMN previous_secret_valid_until INTEGER;
+    ",
 ];
 
 /// Brings the schema up to date in one transaction, reading the version
@@ -175,5 +210,70 @@ pub(crate) fn migrate(conn: &Connection) -> StoreResult<()> {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn v1() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("ATTACH DATABASE ':memory:' AS ident")
+            .unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch("PRAGMA main.user_version = 1").unwrap();
+        conn
+    }
+
+    #[test]
+    fn migration_2_keeps_every_code_and_its_row_and_admits_expired() {
+        let conn = v1();
+        conn.execute_batch(
+            "INSERT INTO codes (row, code_id, secret_hash, deposit_id, platform_id, funder_id,
+                 scopes, purpose, state, created_at, expires_at, redeemed_at)
+             VALUES (41, 'cod_a', X'01', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
+                 'redeemed', 1, 2, 3);
+             INSERT INTO tenants (id, kind, name, key_id, secret_kek_version, secret_sealed,
+                 purposes, rate_limit, state, created_at, updated_at)
+             VALUES ('ten_p', 'platform', 'P', 'k_1', 1, X'02', '', 10, 'active', 1, 1);",
+        )
+        .unwrap();
+        let before: (i64, String, Vec<u8>, String, Option<i64>) = conn
+            .query_row(
+                "SELECT row, code_id, secret_hash, state, redeemed_at FROM codes",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+
+        migrate(&conn).unwrap();
+
+        let after = conn
+            .query_row(
+                "SELECT row, code_id, secret_hash, state, redeemed_at FROM codes",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(before, after);
+        let version: i64 = conn
+            .query_row("PRAGMA main.user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        conn.execute("UPDATE codes SET state = 'expired'", [])
+            .unwrap();
+        assert!(conn
+            .execute("UPDATE codes SET state = 'bogus'", [])
+            .is_err());
+        let previous: Option<Vec<u8>> = conn
+            .query_row("SELECT previous_secret_sealed FROM tenants", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(previous, None);
+        // Idempotent.
+        migrate(&conn).unwrap();
     }
 }

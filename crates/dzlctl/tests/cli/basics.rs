@@ -1,125 +1,7 @@
-//! Black-box tests of the `dzlctl` binary: each test runs the real binary on
-//! its own temporary data directory and root key file, with every `DZL…`
-//! variable of the test's own environment removed, and checks exit codes,
-//! stdout (one JSON document with `--json`) and stderr.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The first verbs: init, tenants, configuration, errors and help.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
+use crate::helpers::*;
 use serde_json::Value;
-
-/// One vault under test: a temp dir holding `data/` and `root.key`.
-struct Vault {
-    dir: tempfile::TempDir,
-}
-
-impl Vault {
-    fn new() -> Self {
-        Vault {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// A vault that `init` has run on.
-    fn initialised() -> Self {
-        let v = Vault::new();
-        let out = v.run(&["init"]);
-        assert_eq!(code(&out), 0, "init: {}", stderr(&out));
-        v
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn key_file(&self) -> PathBuf {
-        self.dir.path().join("root.key")
-    }
-
-    /// The binary with a clean environment, `DZL_ROOT_KEY_FILE` set to this
-    /// vault's key file, and no data dir given.
-    fn bare(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dzlctl"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("DZL") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.env("DZL_ROOT_KEY_FILE", self.key_file())
-            .current_dir(self.dir.path());
-        cmd
-    }
-
-    /// The binary on this vault's data dir.
-    fn cmd(&self) -> Command {
-        let mut cmd = self.bare();
-        cmd.arg("--data-dir").arg(self.data());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    /// Runs with `--json`; returns the exit code and the one JSON document.
-    fn json(&self, args: &[&str]) -> (i32, Value) {
-        let out = self.cmd().arg("--json").args(args).output().unwrap();
-        (code(&out), one_document(&out))
-    }
-
-    fn add(&self, args: &[&str]) -> Value {
-        let mut all = vec!["tenant", "add"];
-        all.extend_from_slice(args);
-        let (code, doc) = self.json(&all);
-        assert_eq!(code, 0, "{doc}");
-        doc
-    }
-
-    fn tenants(&self) -> Vec<Value> {
-        let (code, doc) = self.json(&["tenant", "list"]);
-        assert_eq!(code, 0, "{doc}");
-        doc["tenants"].as_array().unwrap().clone()
-    }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().expect("exited, not killed")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-/// Stdout must hold exactly one JSON document and nothing else.
-fn one_document(out: &Output) -> Value {
-    let docs: Vec<Value> = serde_json::Deserializer::from_slice(&out.stdout)
-        .into_iter::<Value>()
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(out)));
-    assert_eq!(docs.len(), 1, "expected one JSON document: {}", stdout(out));
-    docs.into_iter().next().unwrap()
-}
-
-fn keys(doc: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = doc
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    k.sort_unstable();
-    k
-}
-
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
 
 #[test]
 fn init_writes_a_0600_root_key_prints_its_fingerprint_and_refuses_a_second_init() {
@@ -498,4 +380,46 @@ fn help_reads_like_a_manual_page() {
         suspend.contains("Changes:") && suspend.contains("Example:"),
         "{suspend}"
     );
+}
+
+#[test]
+fn every_lifecycle_verb_has_a_manual_page_and_the_test_clock_is_hidden() {
+    let v = Vault::new();
+    let help = |args: &[&str]| {
+        let out = v.bare().args(args).arg("--help").output().unwrap();
+        assert_eq!(code(&out), 0, "{args:?}");
+        stdout(&out)
+    };
+    for verb in [
+        &["keys", "list"][..],
+        &["keys", "rotate"],
+        &["keys", "rewrap"],
+        &["keys", "retire"],
+        &["root", "rekey"],
+        &["audit", "verify"],
+        &["audit", "export"],
+        &["purge"],
+        &["usage"],
+        &["tenant", "rotate-secret"],
+    ] {
+        let text = help(verb);
+        assert!(text.contains("Changes"), "{verb:?}: {text}");
+        assert!(text.contains("Example"), "{verb:?}: {text}");
+        assert!(!text.contains("--now"), "{verb:?}: {text}");
+    }
+    let top = help(&[]);
+    for verb in [
+        "keys",
+        "root",
+        "audit",
+        "purge",
+        "usage",
+        "[retention]",
+        "[tenants]",
+    ] {
+        assert!(top.contains(verb), "{verb}: {top}");
+    }
+    assert!(!top.contains("--now"));
+    assert!(help(&["keys", "retire"]).contains("Refused"));
+    assert!(help(&["root", "rekey"]).contains("0600"));
 }
