@@ -41,6 +41,19 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> ApiResul
     Ok(body.freeze())
 }
 
+/// The front door of a signed route: the body (413), then the caller
+/// (401, 403, 429).
+pub async fn signed(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    kind: TenantKind,
+) -> ApiResult<(web::Bytes, Caller)> {
+    let body = read_body(req, payload).await?;
+    let caller = authenticate(state, req, &body, kind).await?;
+    Ok((body, caller))
+}
+
 /// An authenticated caller.
 pub struct Caller {
     /// The tenant.
@@ -72,29 +85,30 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> ApiResult<Option<&'a str>> {
 }
 
 /// [`authenticate`], then the tenant's rate limit.
-pub fn authenticate(
+pub async fn authenticate(
     state: &AppState,
     req: &HttpRequest,
     body: &[u8],
     kind: TenantKind,
 ) -> ApiResult<Caller> {
-    let caller = authenticate_only(state, req, body, kind)?;
-    admit(state, &caller)?;
+    let caller = authenticate_only(state, req, body, kind).await?;
+    admit(state, &caller).await?;
     Ok(caller)
 }
 
 /// Takes one request token from the caller's bucket, or 429.
-pub fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
+pub async fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
     let now = state.now().timestamp_millis() as f64 / 1000.0;
     state
-        .limiter
+        .guards
         .admit(&caller.tenant.id, caller.tenant.rate_limit, now)
+        .await?
         .map_err(|secs| ApiError::rate_limited(secs, "The tenant's request rate limit is exceeded"))
 }
 
 /// Checks the request signature (DESIGN §4), the nonce, and the tenant's
 /// state and kind.
-pub fn authenticate_only(
+pub async fn authenticate_only(
     state: &AppState,
     req: &HttpRequest,
     body: &[u8],
@@ -176,7 +190,7 @@ pub fn authenticate_only(
         })
         .cloned()
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidSignature))?;
-    if !state.nonces.insert(key_id, nonce, now) {
+    if !state.guards.nonce_fresh(key_id, nonce, now).await? {
         return Err(ApiError::new(ErrorCode::NonceReplayed));
     }
     if tenant.state == TenantState::Suspended {

@@ -1,15 +1,142 @@
-//! In-memory guards of the request path: the nonce cache (replay
-//! protection), per-tenant token buckets (request rate limits), and the
-//! failed-redemption windows that throttle and then suspend a guessing
-//! funder. One process serves one data directory (the server holds a lock
-//! on it), so process memory is the whole truth for the SQLite backend.
+//! Guards of the request path: the nonce cache (replay protection),
+//! per-tenant token buckets (request rate limits), and the failed-redemption
+//! windows that throttle and then suspend a guessing funder.
+//!
+//! With SQLite one process serves one data directory (the server holds a
+//! lock on it), so process memory is the whole truth: [`Guards::Local`].
+//! With PostgreSQL several replicas serve one database, so the guards live
+//! there too, shared: [`Guards::Shared`], called on the blocking pool.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use dzl_types::TenantId;
 
+use actix_web::web;
+use dzl_store::StoreError;
+
 use crate::settings::LimitSettings;
+
+/// Where the guards keep their state.
+pub enum Guards {
+    /// In this process (SQLite: one server per data directory).
+    Local {
+        /// Nonces seen.
+        nonces: NonceCache,
+        /// Buckets and failure windows.
+        limiter: Limiter,
+    },
+    /// In PostgreSQL, shared by every replica.
+    Shared {
+        /// The shared guards.
+        pg: std::sync::Arc<dzl_store_pg::PgGuards>,
+        /// Seconds a nonce is remembered.
+        window: i64,
+        /// Failed redemptions a minute before 429.
+        per_minute: u32,
+        /// Failed redemptions an hour before suspension.
+        per_hour: u32,
+    },
+}
+
+fn blocking_failed(e: actix_web::error::BlockingError) -> StoreError {
+    StoreError::Unavailable(format!("blocking pool: {e}"))
+}
+
+impl Guards {
+    /// In-process guards.
+    pub fn local(s: &LimitSettings) -> Self {
+        Guards::Local {
+            nonces: NonceCache::new(s.max_skew_seconds),
+            limiter: Limiter::new(s),
+        }
+    }
+
+    /// Guards shared through PostgreSQL.
+    pub fn shared(pg: dzl_store_pg::PgGuards, s: &LimitSettings) -> Self {
+        Guards::Shared {
+            pg: std::sync::Arc::new(pg),
+            window: 2 * s.max_skew_seconds,
+            per_minute: s.failed_redemptions_per_minute,
+            per_hour: s.failed_redemptions_per_hour,
+        }
+    }
+
+    /// Records `(key_id, nonce)`; `false` if it was seen within the window.
+    pub async fn nonce_fresh(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Guards::Local { nonces, .. } => Ok(nonces.insert(key_id, nonce, now)),
+            Guards::Shared { pg, window, .. } => {
+                let (pg, k, n, w) = (pg.clone(), key_id.to_owned(), nonce.to_owned(), *window);
+                web::block(move || pg.nonce_fresh(&k, &n, now, w))
+                    .await
+                    .map_err(blocking_failed)?
+            }
+        }
+    }
+
+    /// Takes one request token; `Ok(Err(seconds))` to wait when none is left.
+    pub async fn admit(
+        &self,
+        tenant: &TenantId,
+        rate: u32,
+        now: f64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        match self {
+            Guards::Local { limiter, .. } => Ok(limiter.admit(tenant, rate, now)),
+            Guards::Shared { pg, .. } => {
+                let (pg, t) = (pg.clone(), tenant.clone());
+                web::block(move || pg.take_token(&t, rate, now))
+                    .await
+                    .map_err(blocking_failed)?
+            }
+        }
+    }
+
+    /// Whether a funder is throttled for guessing.
+    pub async fn check_guessing(
+        &self,
+        tenant: &TenantId,
+        now: i64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        match self {
+            Guards::Local { limiter, .. } => Ok(limiter.check_guessing(tenant, now)),
+            Guards::Shared { pg, per_minute, .. } => {
+                let (pg, t, m) = (pg.clone(), tenant.clone(), *per_minute);
+                web::block(move || pg.check_guessing(&t, now, m))
+                    .await
+                    .map_err(blocking_failed)?
+            }
+        }
+    }
+
+    /// Counts a redemption of an unknown code.
+    pub async fn record_failure(
+        &self,
+        tenant: &TenantId,
+        now: i64,
+    ) -> Result<FailureVerdict, StoreError> {
+        match self {
+            Guards::Local { limiter, .. } => Ok(limiter.record_failure(tenant, now)),
+            Guards::Shared { pg, per_hour, .. } => {
+                let (pg, t, h) = (pg.clone(), tenant.clone(), *per_hour);
+                let suspend = web::block(move || pg.record_failure(&t, now, h))
+                    .await
+                    .map_err(blocking_failed)??;
+                Ok(if suspend {
+                    FailureVerdict::Suspend
+                } else {
+                    FailureVerdict::Counted
+                })
+            }
+        }
+    }
+}
 
 const SHARDS: usize = 16;
 

@@ -37,12 +37,29 @@ pub struct ServerSettings {
     pub workers: usize,
 }
 
-/// Storage.
-#[derive(Debug, Clone, Deserialize)]
+/// Storage: SQLite in `data_dir` (the default), or PostgreSQL at `url`.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     /// The SQLite data directory.
     pub data_dir: PathBuf,
+    /// `postgres://…`: serve from PostgreSQL instead (replicas share it).
+    pub url: Option<String>,
+    /// PostgreSQL connections per replica.
+    pub pool_size: u32,
+    /// Longest a PostgreSQL statement may run, in milliseconds.
+    pub statement_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("StoreSettings")
+            .field("data_dir", &self.data_dir)
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Authorization codes.
@@ -80,6 +97,9 @@ impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             data_dir: PathBuf::from("dzl-data"),
+            url: None,
+            pool_size: 16,
+            statement_timeout_ms: 5000,
         }
     }
 }

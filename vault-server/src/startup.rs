@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use dzl_crypto::RootKey;
 use dzl_store::{SqliteStore, Store};
 
+use crate::limits::Guards;
 use crate::settings::Settings;
 use crate::state::{system_clock, AppState, Clock};
 
@@ -22,7 +23,62 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     state: web::Data<AppState>,
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
+}
+
+/// Runs blocking start-up work on a plain thread, so `build` may be called
+/// from inside an async runtime (tests, embedders) as well as from `main`.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// Opens the configured store: PostgreSQL when `store.url` is set (guards
+/// shared by every replica), else SQLite in `store.data_dir` (guards in
+/// memory, the directory locked to this one server).
+fn open_store(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn Store>, Guards, Option<std::fs::File>)> {
+    if let Some(url) = &settings.store.url {
+        let opts = dzl_store_pg::PgOptions {
+            pool_size: settings.store.pool_size,
+            statement_timeout: Duration::from_millis(settings.store.statement_timeout_ms),
+            ..Default::default()
+        };
+        let store = dzl_store_pg::PgStore::connect(url, opts)
+            .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+        let guards = Guards::shared(store.guards(), &settings.limits);
+        let target = store.target().to_owned();
+        anyhow::ensure!(
+            store.is_initialised().map_err(|e| anyhow::anyhow!("{e}"))?,
+            "the vault in PostgreSQL at {target} is not initialised: run `dzlctl init` with DZL__STORE__URL set"
+        );
+        return Ok((Arc::new(store), guards, None));
+    }
+    let dir = settings.store.data_dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("server.lock"))
+        .context("opening the data directory's lock")?;
+    lock.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another dzl-vault server is serving {}; one server per data directory",
+            dir.display()
+        )
+    })?;
+    let store = SqliteStore::open(&dir).map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+    anyhow::ensure!(
+        store.is_initialised().map_err(|e| anyhow::anyhow!("{e}"))?,
+        "the vault in {} is not initialised: run `dzlctl --data-dir {} init`",
+        dir.display(),
+        dir.display()
+    );
+    Ok((Arc::new(store), Guards::local(&settings.limits), Some(lock)))
 }
 
 impl Application {
@@ -37,31 +93,11 @@ impl Application {
         root: RootKey,
         clock: Clock,
     ) -> anyhow::Result<Self> {
-        let dir = settings.store.data_dir.clone();
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("server.lock"))
-            .context("opening the data directory's lock")?;
-        lock.try_lock().map_err(|_| {
-            anyhow::anyhow!(
-                "another dzl-vault server is serving {}; one server per data directory",
-                dir.display()
-            )
-        })?;
-        let store =
-            SqliteStore::open(&dir).map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
-        anyhow::ensure!(
-            store.is_initialised().map_err(|e| anyhow::anyhow!("{e}"))?,
-            "the vault in {} is not initialised: run `dzlctl --data-dir {} init`",
-            dir.display(),
-            dir.display()
-        );
-        let store: Arc<dyn Store> = Arc::new(store);
-        let state = web::Data::new(AppState::new(store, settings.clone(), root, clock));
-        state.reload(true);
+        // The store blocks (and the PostgreSQL client refuses to run on an
+        // async runtime's thread): open and load it on a plain thread.
+        let (store, guards, lock) = off_runtime(|| open_store(&settings))?;
+        let state = web::Data::new(AppState::new(store, guards, settings.clone(), root, clock));
+        off_runtime(|| state.reload(true));
         let listener = TcpListener::bind(&settings.server.bind)
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();

@@ -12,7 +12,7 @@ use dzl_store::admin::{self, AdminError, VaultKeys};
 use dzl_store::{Store, TenantKind, TenantRow, TenantState};
 use dzl_types::{Purpose, ScopeSet, TenantId};
 
-use crate::limits::{Limiter, NonceCache};
+use crate::limits::Guards;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
@@ -89,10 +89,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Loaded keys and tenants, or why not.
     pub loaded: RwLock<Result<Arc<Loaded>, NotReady>>,
-    /// Nonces seen in the skew window.
-    pub nonces: NonceCache,
-    /// Rate limits and failed-redemption windows.
-    pub limiter: Limiter,
+    /// Nonces, rate limits and failed-redemption windows.
+    pub guards: Guards,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// No request signed before this second is accepted (nonces from before
@@ -105,14 +103,19 @@ pub struct AppState {
 
 impl AppState {
     /// State over `store`, not loaded yet (call [`AppState::reload`]).
-    pub fn new(store: Arc<dyn Store>, settings: Settings, root: RootKey, clock: Clock) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        guards: Guards,
+        settings: Settings,
+        root: RootKey,
+        clock: Clock,
+    ) -> Self {
         let started_at = clock().timestamp();
         AppState {
             store,
             clock,
             loaded: RwLock::new(Err(NotReady::Starting)),
-            nonces: NonceCache::new(settings.limits.max_skew_seconds),
-            limiter: Limiter::new(&settings.limits),
+            guards,
             metrics: Metrics::default(),
             settings,
             started_at,

@@ -97,8 +97,49 @@ use r2d2_postgres::PostgresConnectionManager;
 
 pub use guards::PgGuards;
 
-/// The connection pool.
-pub(crate) type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+/// The connection pool: an r2d2 pool whose handle, when dropped, is dropped
+/// on a plain thread. The sync `postgres` client runs a small runtime of its
+/// own to close a connection, which panics on an async runtime's thread; a
+/// server drops its store on one at shutdown, so the last handle must not
+/// close connections there.
+#[derive(Clone)]
+pub(crate) struct Pool(Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>);
+
+impl Pool {
+    fn new(pool: r2d2::Pool<PostgresConnectionManager<NoTls>>) -> Self {
+        Pool(Some(pool))
+    }
+}
+
+impl std::ops::Deref for Pool {
+    type Target = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+    fn deref(&self) -> &Self::Target {
+        // Only `drop` takes it out.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the pool is present until dropped"))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            if tokio_runtime_present() {
+                let _ = std::thread::Builder::new()
+                    .name("dzl-pg-pool-drop".into())
+                    .spawn(move || drop(pool));
+            } else {
+                drop(pool);
+            }
+        }
+    }
+}
+
+/// Whether this thread is inside a tokio runtime (where the sync client's
+/// own runtime may not be started).
+fn tokio_runtime_present() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
 
 /// The isolation level of write transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +277,7 @@ impl PgStore {
                 StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
             })?;
         let store = PgStore {
-            pool,
+            pool: Pool::new(pool),
             target,
             isolation: opts.isolation,
             max_attempts: opts.max_attempts.max(1),

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
-use dzl_store::{AuditQuery, Store};
+use dzl_store::AuditQuery;
 use serde::Serialize;
 
 use crate::error::CliError;

@@ -14,7 +14,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 use dzl_store::admin;
-use dzl_store::{SqliteStore, Store};
 use serde::Serialize;
 
 use crate::error::{from_admin, CliError};
@@ -69,7 +68,7 @@ impl fmt::Display for Initialised {
 /// Creates a vault in `ctx.data_dir` (see the module documentation).
 pub fn init(ctx: &Context) -> Result<Initialised, CliError> {
     // Refuse a second init before any key file is written.
-    if ctx.store_exists() && SqliteStore::open(&ctx.data_dir)?.is_initialised()? {
+    if ctx.store_exists() && ctx.open_store()?.is_initialised()? {
         return Err(CliError::AlreadyInitialised {
             dir: ctx.data_dir.clone(),
         });
@@ -92,8 +91,8 @@ pub fn init(ctx: &Context) -> Result<Initialised, CliError> {
         },
         None => (ctx.load_root_key()?, false),
     };
-    let store = SqliteStore::open(&ctx.data_dir)?;
-    let fingerprint = admin::init(&store, &root, &ctx.actor)
+    let store = ctx.open_store()?;
+    let fingerprint = admin::init(&*store, &root, &ctx.actor)
         .map_err(|e| from_admin(e, &ctx.data_dir, &root.fingerprint()))?;
     Ok(Initialised {
         data_dir: std::fs::canonicalize(&ctx.data_dir).unwrap_or_else(|_| ctx.data_dir.clone()),

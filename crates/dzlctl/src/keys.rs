@@ -14,7 +14,7 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use dzl_store::admin::{self, RewrapOptions, DEFAULT_REWRAP_BATCH};
-use dzl_store::{KekRow, Store};
+use dzl_store::KekRow;
 use serde::Serialize;
 
 use crate::error::{from_admin, CliError};

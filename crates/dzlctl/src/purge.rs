@@ -14,7 +14,7 @@ use std::fmt;
 
 use chrono::{SecondsFormat, Utc};
 use clap::Args;
-use dzl_store::{rules, PurgeCounts, Store};
+use dzl_store::{rules, PurgeCounts};
 use serde::Serialize;
 
 use crate::error::CliError;

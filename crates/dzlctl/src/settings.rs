@@ -64,6 +64,10 @@ pub struct StoreSettings {
     /// The data directory (`vault.db`, `identity.db`). A relative path is
     /// relative to the working directory.
     pub data_dir: PathBuf,
+    /// `postgres://…`: the vault lives in PostgreSQL instead (as for the
+    /// server, `DZL__STORE__URL`).
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 impl Settings {
@@ -77,6 +81,7 @@ impl Settings {
     pub fn defaults() -> Self {
         Settings {
             store: StoreSettings {
+                url: None,
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             },
             retention: RetentionSettings {

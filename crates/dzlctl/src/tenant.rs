@@ -16,7 +16,7 @@ use chrono::SecondsFormat;
 use clap::{Args, Subcommand, ValueEnum};
 use dzl_crypto::Zeroizing;
 use dzl_store::admin::{self, NewTenant};
-use dzl_store::{Store, TenantKind, TenantRow, TenantState};
+use dzl_store::{TenantKind, TenantRow, TenantState};
 use dzl_types::{Purpose, ScopeSet, TenantId};
 use serde::{Serialize, Serializer};
 

@@ -9,7 +9,7 @@ use std::fmt;
 
 use chrono::NaiveDate;
 use clap::Args;
-use dzl_store::{Store, UsageQuery};
+use dzl_store::UsageQuery;
 use dzl_types::TenantId;
 use serde::Serialize;
 

@@ -106,9 +106,22 @@ impl Context {
             .map_err(|e| from_admin(e, &self.data_dir, ""))
     }
 
-    /// Whether the data directory holds a store file at all.
+    /// Whether there is a store to open: a file in the data directory, or a
+    /// PostgreSQL URL (the connection then tells).
     pub fn store_exists(&self) -> bool {
-        dzl_store::sqlite::vault_db(&self.data_dir).is_file()
+        self.settings.store.url.is_some() || dzl_store::sqlite::vault_db(&self.data_dir).is_file()
+    }
+
+    /// Opens the configured store: PostgreSQL when `store.url` is set, else
+    /// SQLite in the data directory.
+    pub fn open_store(&self) -> Result<Box<dyn Store>, CliError> {
+        match &self.settings.store.url {
+            Some(url) => Ok(Box::new(dzl_store_pg::PgStore::connect(
+                url,
+                Default::default(),
+            )?)),
+            None => Ok(Box::new(SqliteStore::open(&self.data_dir)?)),
+        }
     }
 
     /// A warning when the root key file can be read by group or others.
@@ -137,7 +150,7 @@ impl Context {
 /// An initialised vault, opened with a root key that opens its keyring, by
 /// the operator of a [`Context`].
 pub struct Vault {
-    store: SqliteStore,
+    store: Box<dyn Store>,
     root: RootKey,
     keyring: Keyring,
     data_dir: PathBuf,
@@ -147,7 +160,7 @@ pub struct Vault {
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
-            .field("store", &self.store)
+            .field("data_dir", &self.data_dir)
             .field("root_key_fingerprint", &self.root.fingerprint())
             .field("keyring", &self.keyring)
             .field("actor", &self.actor)
@@ -166,12 +179,12 @@ impl Vault {
         if !ctx.store_exists() {
             return Err(not_initialised());
         }
-        let store = SqliteStore::open(&ctx.data_dir)?;
+        let store = ctx.open_store()?;
         if !store.is_initialised()? {
             return Err(not_initialised());
         }
         let root = ctx.load_root_key()?;
-        let keyring = admin::load_keyring(&store, &root)
+        let keyring = admin::load_keyring(&*store, &root)
             .map_err(|e| from_admin(e, &ctx.data_dir, &root.fingerprint()))?;
         Ok(Vault {
             store,
@@ -183,8 +196,8 @@ impl Vault {
     }
 
     /// The store.
-    pub fn store(&self) -> &SqliteStore {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     /// The keyring, opened.

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::{block, call, path_id, State};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{admit, authenticate, authenticate_only, parse_json, read_body, Caller};
+use crate::extract::{admit, authenticate_only, parse_json, read_body, signed, Caller};
 use crate::limits::FailureVerdict;
 
 const OPERATION: &str = "redemption.create";
@@ -25,7 +25,7 @@ pub async fn redeem(
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let body = read_body(&req, payload).await?;
-    let caller = authenticate_only(&state, &req, &body, TenantKind::Funder)?;
+    let caller = authenticate_only(&state, &req, &body, TenantKind::Funder).await?;
     match redeem_checked(&state, &req, &body, &caller).await {
         Ok(resp) => {
             state.metrics.redemption("ok");
@@ -53,10 +53,14 @@ async fn redeem_checked(
         block(state, move |s| s.record_refusal(&c, code)).await?;
         Err(e)
     };
-    if let Err(e) = admit(state, caller) {
+    if let Err(e) = admit(state, caller).await {
         return refused_before_store(e).await;
     }
-    if let Err(secs) = state.limiter.check_guessing(&funder, now.timestamp()) {
+    if let Err(secs) = state
+        .guards
+        .check_guessing(&funder, now.timestamp())
+        .await?
+    {
         let e = ApiError::rate_limited(
             secs,
             "Too many redemptions of unknown codes; wait for the window to end",
@@ -83,7 +87,12 @@ async fn redeem_checked(
     let redeemed = match block(state, move |s| s.redeem(&c, attempt)).await {
         Ok(r) => r,
         Err(e) if e.code() == ErrorCode::CodeNotFound => {
-            if state.limiter.record_failure(&funder, now.timestamp()) == FailureVerdict::Suspend {
+            if state
+                .guards
+                .record_failure(&funder, now.timestamp())
+                .await?
+                == FailureVerdict::Suspend
+            {
                 suspend_guessing_funder(state, &funder).await;
             }
             return Err(e);
@@ -199,8 +208,7 @@ pub async fn report_outcome(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate(&state, &req, &body, TenantKind::Funder)?;
+    let (body, caller) = signed(&state, &req, payload, TenantKind::Funder).await?;
     let redemption = path_id(&path, RedemptionId::parse, ErrorCode::RedemptionNotFound)?;
     let o: OutcomeRequest = parse_json(&req, &body)?;
     let c = call(&state, &caller.tenant.id, "outcome.report");

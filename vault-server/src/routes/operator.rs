@@ -7,7 +7,7 @@ use dzl_types::wire::SubjectAccessRequest;
 use super::platform::subject_key;
 use super::{block, call, State};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{authenticate, parse_json, read_body};
+use crate::extract::{parse_json, signed};
 
 /// `POST /v1/subject-access`: the id number travels in the body only.
 pub async fn subject_access(
@@ -15,8 +15,7 @@ pub async fn subject_access(
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate(&state, &req, &body, TenantKind::Operator)?;
+    let (body, caller) = signed(&state, &req, payload, TenantKind::Operator).await?;
     let r: SubjectAccessRequest = parse_json(&req, &body)?;
     dzl_types::domain::check_id_number(
         r.id_type,

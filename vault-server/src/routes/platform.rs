@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{block, call, path_id, State};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{authenticate, parse_json, read_body};
+use crate::extract::{parse_json, signed};
 use crate::state::{AppState, Loaded, Tenant};
 
 /// The funder of a grant: a known, active funder entitled to `scopes`.
@@ -142,8 +142,7 @@ pub async fn create_deposit(
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate(&state, &req, &body, TenantKind::Platform)?;
+    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
     let d: DepositRequest = parse_json(&req, &body)?;
     let now = state.now();
     let skew = chrono::Duration::seconds(state.settings.limits.max_skew_seconds);
@@ -277,8 +276,7 @@ pub async fn issue_code(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate(&state, &req, &body, TenantKind::Platform)?;
+    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
     let deposit = path_id(&path, DepositId::parse, ErrorCode::DepositNotFound)?;
     let r: IssueCodeRequest = parse_json(&req, &body)?;
     // The purpose is the deposit's, so the store checks it against these.
@@ -298,8 +296,7 @@ pub async fn code_status(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate(&state, &req, &body, TenantKind::Platform)?;
+    let (_body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
     let code = path_id(&path, CodeId::parse, ErrorCode::CodeNotFound)?;
     let c = call(&state, &caller.tenant.id, "code.status");
     let status = block(&state, move |s| s.code_status(&c, &code)).await?;
@@ -318,8 +315,7 @@ pub async fn revoke_code(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate(&state, &req, &body, TenantKind::Platform)?;
+    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
     let code = path_id(&path, CodeId::parse, ErrorCode::CodeNotFound)?;
     if !body.is_empty() {
         let Empty {} = parse_json(&req, &body)?;
@@ -336,8 +332,7 @@ pub async fn erase_deposit(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate(&state, &req, &body, TenantKind::Platform)?;
+    let (_body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
     let deposit = path_id(&path, DepositId::parse, ErrorCode::DepositNotFound)?;
     let c = call(&state, &caller.tenant.id, "deposit.erase");
     block(&state, move |s| s.erase_deposit(&c, &deposit)).await?;

@@ -188,10 +188,12 @@ async fn tenants_touch_only_what_they_own_and_suspended_ones_nothing() {
 
     // Suspension by an operator takes effect without a restart.
     let id = dzl_types::TenantId::parse(&app.platform.id).unwrap();
-    app.state
-        .store
-        .set_tenant_state("cli:test", &id, dzl_store::TenantState::Suspended, "test")
-        .unwrap();
+    off_rt(|| {
+        app.state
+            .store
+            .set_tenant_state("cli:test", &id, dzl_store::TenantState::Suspended, "test")
+    })
+    .unwrap();
     let mut refused = false;
     for _ in 0..40 {
         let r = app
@@ -210,21 +212,23 @@ async fn tenants_touch_only_what_they_own_and_suspended_ones_nothing() {
 #[actix_web::test]
 async fn rate_limits_answer_429_with_retry_after() {
     let app = spawn_app().await;
-    let keys = dzl_store::admin::load_keys(&*app.state.store, &app.root).unwrap();
-    let slow = dzl_store::admin::add_tenant(
-        &*app.state.store,
-        &keys.keyring,
-        "cli:test",
-        dzl_store::admin::NewTenant {
-            kind: dzl_store::TenantKind::Platform,
-            name: "Slow".into(),
-            scopes: None,
-            purposes: vec![],
-            rate_limit: Some(3),
-        },
-    )
+    let keys = off_rt(|| dzl_store::admin::load_keys(&*app.state.store, &app.root)).unwrap();
+    let slow = off_rt(|| {
+        dzl_store::admin::add_tenant(
+            &*app.state.store,
+            &keys.keyring,
+            "cli:test",
+            dzl_store::admin::NewTenant {
+                kind: dzl_store::TenantKind::Platform,
+                name: "Slow".into(),
+                scopes: None,
+                purposes: vec![],
+                rate_limit: Some(3),
+            },
+        )
+    })
     .unwrap();
-    app.state.reload(true);
+    off_rt(|| app.state.reload(true));
     let slow = Tenant {
         id: slow.tenant_id.to_string(),
         signer: Signer::new(slow.key_id, slow.secret.as_str()),

@@ -113,9 +113,9 @@ async fn deposit_redeem_verify_receipt_and_report_outcome() {
     assert_eq!(sa["redemptions"][0]["outcome"]["decision"], "approved");
 
     // The audit chain holds, and usage was metered.
-    let verified = app.state.store.verify_audit(&mut |_| {}).unwrap();
+    let verified = off_rt(|| app.state.store.verify_audit(&mut |_| {})).unwrap();
     assert!(verified.is_ok(), "{verified:?}");
-    let usage = app.state.store.usage().unwrap();
+    let usage = off_rt(|| app.state.store.usage()).unwrap();
     let calls = |op: &str| {
         usage
             .iter()

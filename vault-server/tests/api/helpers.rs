@@ -26,6 +26,8 @@ pub struct Tenant {
 
 pub struct TestApp {
     pub base: String,
+    /// The PostgreSQL database of this test, dropped with it.
+    pub _database: Option<dzl_store_pg::testing::TestDatabase>,
     /// Kept so the store outlives the test.
     pub _dir: tempfile::TempDir,
     pub root: Arc<RootKey>,
@@ -64,11 +66,22 @@ pub fn provision(
     other_funder_scopes: Option<&str>,
 ) -> Vec<Tenant> {
     let store = SqliteStore::open(dir).expect("open store");
-    admin::init(&store, root, "test").expect("init");
-    let keys = admin::load_keys(&store, root).expect("keys");
+    let t = provision_store(&store, root, other_funder_scopes);
+    store.close();
+    t
+}
+
+/// Initialises `store` with the test tenants (any backend).
+pub fn provision_store(
+    store: &dyn dzl_store::Store,
+    root: &RootKey,
+    other_funder_scopes: Option<&str>,
+) -> Vec<Tenant> {
+    admin::init(store, root, "test").expect("init");
+    let keys = admin::load_keys(store, root).expect("keys");
     let add = |kind, name: &str, scopes: Option<&str>, purposes: Vec<dzl_types::Purpose>| {
         let c = admin::add_tenant(
-            &store,
+            store,
             &keys.keyring,
             "test",
             NewTenant {
@@ -97,8 +110,24 @@ pub fn provision(
         ),
         add(TenantKind::Operator, "Operator", None, vec![]),
     ];
-    store.close();
     t
+}
+
+/// Runs `f` on a plain thread. Store calls block (the PostgreSQL client
+/// refuses to run on an async runtime's thread), so tests call the store
+/// through this, as the server calls it through its blocking pool.
+pub fn off_rt<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("store call panicked"))
+}
+
+/// The backend the suite runs on: SQLite, or PostgreSQL when
+/// `DZL_TEST_BACKEND=postgres` and `DZL_TEST_PG_URL` name a server (each
+/// test then gets its own fresh database).
+pub fn postgres_url() -> Option<String> {
+    (std::env::var("DZL_TEST_BACKEND").as_deref() == Ok("postgres")).then(|| {
+        std::env::var(dzl_store_pg::testing::TEST_URL_VAR)
+            .expect("DZL_TEST_BACKEND=postgres needs DZL_TEST_PG_URL")
+    })
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -106,10 +135,27 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(opts: Options) -> TestApp {
+    crate::pii::install();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = new_root();
-    let mut tenants = provision(dir.path(), &root, opts.other_funder_scopes).into_iter();
     let mut settings = opts.settings;
+    let mut database = None;
+    let tenants = match postgres_url() {
+        Some(admin_url) => {
+            let (db, t) = off_rt(|| {
+                let db = dzl_store_pg::testing::fresh_database(&admin_url).expect("fresh database");
+                let store =
+                    dzl_store_pg::PgStore::connect(db.url(), Default::default()).expect("connect");
+                let t = provision_store(&store, &root, opts.other_funder_scopes);
+                (db, t)
+            });
+            settings.store.url = Some(db.url().to_owned());
+            database = Some(db);
+            t
+        }
+        None => provision(dir.path(), &root, opts.other_funder_scopes),
+    };
+    let mut tenants = tenants.into_iter();
     settings.store.data_dir = dir.path().to_owned();
     settings.server.bind = "127.0.0.1:0".into();
     settings.server.workers = 2;
@@ -125,6 +171,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     TestApp {
         base,
         _dir: dir,
+        _database: database,
         root,
         platform: next(),
         other_platform: next(),
@@ -180,24 +227,33 @@ impl TestApp {
 
     pub async fn post(&self, t: &Tenant, path: &str, body: &Value) -> RawResponse {
         let bytes = serde_json::to_vec(body).expect("json");
-        self.client(t)
+        let r = self
+            .client(t)
             .send("POST", path, &bytes)
             .await
-            .expect("transport")
+            .expect("transport");
+        crate::pii::check_response("POST", path, &r);
+        r
     }
 
     pub async fn get(&self, t: &Tenant, path: &str) -> RawResponse {
-        self.client(t)
+        let r = self
+            .client(t)
             .send("GET", path, b"")
             .await
-            .expect("transport")
+            .expect("transport");
+        crate::pii::check_response("GET", path, &r);
+        r
     }
 
     pub async fn delete(&self, t: &Tenant, path: &str) -> RawResponse {
-        self.client(t)
+        let r = self
+            .client(t)
             .send("DELETE", path, b"")
             .await
-            .expect("transport")
+            .expect("transport");
+        crate::pii::check_response("DELETE", path, &r);
+        r
     }
 
     /// Deposits with one grant to the main funder; returns the response JSON.
@@ -232,6 +288,19 @@ impl TestApp {
     pub fn advance(&self, d: Duration) {
         self.offset_ms
             .fetch_add(d.num_milliseconds(), Ordering::SeqCst);
+    }
+}
+
+impl Drop for TestApp {
+    /// The PII scan of the data directory and the logs (`pii`).
+    fn drop(&mut self) {
+        // Dropping the database talks to PostgreSQL: not on the runtime's thread.
+        if let Some(db) = self._database.take() {
+            off_rt(move || drop(db));
+        }
+        if !std::thread::panicking() {
+            crate::pii::check_dir(self._dir.path());
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use crate::helpers::*;
 async fn rotation_while_serving_keeps_old_and_new_deposits_redeemable() {
     let app = spawn_app().await;
     let old = app.deposit("ROT-1", &["applicant", "device"], 3600).await;
-    let v = dzl_store::admin::rotate_keys(&*app.state.store, &app.root, "cli:test").unwrap();
+    let v =
+        off_rt(|| dzl_store::admin::rotate_keys(&*app.state.store, &app.root, "cli:test")).unwrap();
     assert_eq!(v, 2);
     // The running server picks the new version up by itself.
     let mut active = 0;
@@ -28,7 +29,7 @@ async fn rotation_while_serving_keeps_old_and_new_deposits_redeemable() {
     assert!(String::from_utf8_lossy(&metrics.body).contains("dzl_keyring_active_version 2"));
     let new = app.deposit("ROT-2", &["applicant", "device"], 3600).await;
     // The new deposit's keys are wrapped under version 2.
-    let keks = app.state.store.keks().unwrap();
+    let keks = off_rt(|| app.state.store.keks()).unwrap();
     assert_eq!(
         keks[1].data_keys, 2,
         "identity and records keys of ROT-2 under v2"

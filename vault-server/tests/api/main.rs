@@ -10,5 +10,8 @@ mod flow;
 mod helpers;
 mod input;
 mod keys;
+mod matrix;
+mod pii;
 mod redemption;
+mod replicas;
 mod tls;

@@ -38,7 +38,7 @@ async fn thirty_two_concurrent_redemptions_of_one_code_succeed_once() {
         "{statuses:?}"
     );
     // And the audit trail has all 32 attempts.
-    let entries = app.state.store.audit_entries(0, 1000).unwrap();
+    let entries = off_rt(|| app.state.store.audit_entries(0, 1000)).unwrap();
     assert_eq!(
         entries
             .iter()
@@ -299,22 +299,22 @@ async fn guessing_funders_are_throttled_then_suspended() {
     // The fifth failure in the hour suspended the funder.
     let r = app.redeem(&app.funder, &good, "credit_application").await;
     assert_problem(&r, 403, "tenant_suspended");
-    let entries = app.state.store.audit_entries(0, 1000).unwrap();
+    let entries = off_rt(|| app.state.store.audit_entries(0, 1000)).unwrap();
     assert!(entries
         .iter()
         .any(|e| e.record.operation == "tenant.suspend" && e.record.actor == "system"));
     // An operator resumes it; the code still redeems.
     let funder_id = dzl_types::TenantId::parse(&app.funder.id).unwrap();
-    app.state
-        .store
-        .set_tenant_state(
+    off_rt(|| {
+        app.state.store.set_tenant_state(
             "cli:test",
             &funder_id,
             dzl_store::TenantState::Active,
             "resumed",
         )
-        .unwrap();
-    app.state.reload(true);
+    })
+    .unwrap();
+    off_rt(|| app.state.reload(true));
     assert_eq!(
         app.redeem(&app.funder, &good, "credit_application")
             .await

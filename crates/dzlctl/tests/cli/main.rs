@@ -10,6 +10,7 @@ mod audit;
 mod basics;
 mod helpers;
 mod keys;
+mod postgres;
 mod purge;
 mod secrets;
 mod usage;
