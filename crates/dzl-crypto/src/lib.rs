@@ -29,7 +29,7 @@ pub mod record;
 
 pub use envelope::{open, seal, seal_with_nonce, Algorithm, ENVELOPE_OVERHEAD};
 pub use error::CryptoError;
-pub use ids::{blind_index, new_id, random_bytes, sha256_hex};
+pub use ids::{blind_index, new_id, new_ordered_id, random_bytes, sha256_hex};
 pub use keyring::Keyring;
 pub use keys::{DataKey, Kek, RootKey, SecretKey, WrappedKey, KEY_LEN};
 pub use receipt::{receipt_key_id, verify_receipt_signature, ReceiptSigner};

@@ -77,7 +77,11 @@ async fn redeem_checked(
             return refused_before_store(ApiError::invalid("/code", format!("/code: {e}"))).await
         }
     };
-    let redemption_id = RedemptionId::from_trusted(dzl_crypto::new_id("red", &state.rng)?);
+    let redemption_id = RedemptionId::from_trusted(dzl_crypto::new_ordered_id(
+        "red",
+        super::platform::unix_ms(state),
+        &state.rng,
+    )?);
     let c = call(state, &funder, OPERATION);
     let attempt = RedeemAttempt {
         code,

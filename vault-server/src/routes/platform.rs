@@ -80,6 +80,11 @@ fn resolve_ttl(state: &AppState, ttl: Option<u32>, at: &str) -> ApiResult<u32> {
     }
 }
 
+/// The clock in unix milliseconds, for time-ordered ids.
+pub fn unix_ms(state: &AppState) -> u64 {
+    u64::try_from(state.now().timestamp_millis()).unwrap_or(0)
+}
+
 fn new_code(
     state: &AppState,
     funder: TenantId,
@@ -89,7 +94,11 @@ fn new_code(
     let secret = CodeSecret::generate(&state.rng)
         .map_err(|_| ApiError::internal("rng", "SystemRandom failed"))?;
     let code = NewCode {
-        code_id: CodeId::from_trusted(dzl_crypto::new_id("cod", &state.rng)?),
+        code_id: CodeId::from_trusted(dzl_crypto::new_ordered_id(
+            "cod",
+            unix_ms(state),
+            &state.rng,
+        )?),
         secret_hash: secret.hash(),
         funder_id: funder,
         scopes,
@@ -197,7 +206,7 @@ pub async fn create_deposit(
     // Seal: fresh data keys; applicant under its own key, kept apart.
     let keys = &caller.loaded.keys;
     let rng = &state.rng;
-    let id = DepositId::from_trusted(dzl_crypto::new_id("dep", rng)?);
+    let id = DepositId::from_trusted(dzl_crypto::new_ordered_id("dep", unix_ms(&state), rng)?);
     let identity_dk = DataKey::generate(rng)?;
     let records_dk = DataKey::generate(rng)?;
     let identity = seal_group(

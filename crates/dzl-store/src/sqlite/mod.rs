@@ -40,7 +40,30 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     reader: Mutex<Connection>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
     dir: PathBuf,
+}
+
+/// How often the checkpointer moves committed WAL frames into the database
+/// files.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Checkpoints both WALs (PASSIVE: never waits for, nor blocks, the writer)
+/// until told to stop. The writer's own automatic checkpoints are off, so
+/// copying pages back never lands inside a request's commit.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = conn.execute_batch(
+                    "PRAGMA main.wal_checkpoint(PASSIVE); PRAGMA ident.wal_checkpoint(PASSIVE);",
+                ) {
+                    log::warn!("WAL checkpoint failed (will retry): {e}");
+                }
+            }
+            _ => return,
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -111,7 +134,16 @@ impl SqliteStore {
         restrict_dir(dir);
         let writer_conn = open_connection(dir)?;
         schema::migrate(&writer_conn)?;
+        writer_conn.execute_batch(
+            "PRAGMA main.wal_autocheckpoint = 0; PRAGMA ident.wal_autocheckpoint = 0;",
+        )?;
         let reader = open_connection(dir)?;
+        let checkpoint_conn = open_connection(dir)?;
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("dzl-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx))
+            .map_err(|e| StoreError::Unavailable(format!("starting the checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("dzl-sqlite-writer".into())
@@ -121,6 +153,7 @@ impl SqliteStore {
             jobs: Mutex::new(Some(tx)),
             reader: Mutex::new(reader),
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
             dir: dir.to_owned(),
         })
     }
@@ -179,6 +212,13 @@ impl SqliteStore {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
+        if let Ok(mut c) = self.checkpointer.lock() {
+            if let Some((stop, h)) = c.take() {
+                drop(stop);
+                let _ = h.join();
+            }
+        }
+        // The writer checkpoints both WALs (TRUNCATE) as it stops.
         if let Ok(mut w) = self.writer.lock() {
             if let Some(h) = w.take() {
                 let _ = h.join();
