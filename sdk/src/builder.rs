@@ -444,57 +444,9 @@ fn to_value<T: serde::Serialize>(v: T) -> Value {
 /// the same JSON pointer and message rules for the first error.
 fn parse<T: DeserializeOwned>(v: Value) -> Result<T, BuildError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
-        let mut pointer = pointer_of(e.path());
-        let mut message = sanitise(&e.inner().to_string());
-        // Messages of the shared newtypes name their field: `id_number: …`.
-        if let Some((field, rest)) = message.split_once(": ") {
-            if !field.is_empty() && field.bytes().all(|c| c.is_ascii_lowercase() || c == b'_') {
-                pointer = format!("{pointer}/{field}");
-                message = rest.to_owned();
-            }
-        }
-        BuildError::invalid(&pointer, message)
+        let d = dzl_types::input::describe(e.path(), e.inner());
+        BuildError::invalid(&d.pointer, d.message)
     })
-}
-
-fn pointer_of(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => {
-                out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1")))
-            }
-            Segment::Enum { variant } => out.push_str(&format!("/{variant}")),
-            Segment::Unknown => out.push_str("/?"),
-        }
-    }
-    out
-}
-
-/// Drops anything serde quoted from the input: an error never carries a
-/// value (it may be personal data).
-fn sanitise(message: &str) -> String {
-    let names_fields = ["unknown field", "missing field", "duplicate field"]
-        .iter()
-        .any(|p| message.starts_with(p));
-    let mut out = String::with_capacity(message.len());
-    let mut in_quote: Option<char> = None;
-    for c in message.chars() {
-        match in_quote {
-            Some(q) if c == q => in_quote = None,
-            Some(_) => {}
-            None if c == '"' || (c == '`' && !names_fields) => {
-                out.push(c);
-                out.push('…');
-                out.push(c);
-                in_quote = Some(c);
-            }
-            None => out.push(c),
-        }
-    }
-    out
 }
 
 /// The vault's checks of a deposit before it stores anything, that need no

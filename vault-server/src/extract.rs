@@ -245,15 +245,8 @@ pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> ApiRes
                 ),
             );
         }
-        let mut pointer = pointer_of(e.path());
-        let mut message = sanitise(&inner.to_string());
-        // Messages of our own newtypes name their field: `id_number: …`.
-        if let Some((field, rest)) = message.split_once(": ") {
-            if !field.is_empty() && field.bytes().all(|c| c.is_ascii_lowercase() || c == b'_') {
-                pointer = format!("{pointer}/{field}");
-                message = rest.to_owned();
-            }
-        }
+        let d = dzl_types::input::describe(e.path(), inner);
+        let (pointer, message) = (d.pointer, d.message);
         ApiError::invalid(
             &pointer,
             format!(
@@ -269,65 +262,4 @@ pub fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> ApiRes
         )
     })?;
     Ok(value)
-}
-
-fn pointer_of(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => {
-                out.push_str(&format!("/{}", key.replace('~', "~0").replace('/', "~1")))
-            }
-            Segment::Enum { variant } => out.push_str(&format!("/{variant}")),
-            Segment::Unknown => out.push_str("/?"),
-        }
-    }
-    out
-}
-
-/// Removes anything serde quoted from the input (`invalid type: string "…"`)
-/// and the trailing position, so no value reaches the response or a log.
-fn sanitise(message: &str) -> String {
-    // Field names (`unknown field `x``, `missing field `x``) are the schema's
-    // words and stay; any other back-quoted text may be a value and goes.
-    let names_fields = ["unknown field", "missing field", "duplicate field"]
-        .iter()
-        .any(|p| message.starts_with(p));
-    let mut out = String::with_capacity(message.len());
-    let mut in_quote: Option<char> = None;
-    for c in message.chars() {
-        match in_quote {
-            Some(q) if c == q => in_quote = None,
-            Some(_) => {}
-            None if c == '"' || (c == '`' && !names_fields) => {
-                out.push(c);
-                out.push('…');
-                out.push(c);
-                in_quote = Some(c);
-            }
-            None => out.push(c),
-        }
-    }
-    match out.find(" at line ") {
-        Some(i) => out[..i].to_owned(),
-        None => out,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sanitise;
-
-    #[test]
-    fn quoted_values_never_survive() {
-        let m = sanitise("invalid type: string \"13800138000\", expected u16 at line 1 column 20");
-        assert!(!m.contains("13800138000"));
-        assert_eq!(m, "invalid type: string \"…\", expected u16");
-        let m = sanitise("invalid type: integer `13800138000`, expected a string");
-        assert!(!m.contains("13800138000"));
-        let m = sanitise("unknown field `nickname`, expected one of `name`, `phone`");
-        assert!(m.contains("nickname"));
-    }
 }

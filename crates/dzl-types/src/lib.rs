@@ -13,11 +13,13 @@
 //! * [`signing`]: the HMAC-SHA256 request signature of DESIGN §4.
 //! * [`wire`]: request and response bodies of HTTP API v1.
 //! * [`error`]: the stable problem `code`s and their HTTP statuses.
+//! * [`input`]: how refused input is described (pointer, value-free message).
 
 pub mod code;
 pub mod domain;
 pub mod error;
 pub mod ids;
+pub mod input;
 pub mod records;
 pub mod signing;
 pub mod wire;
