@@ -4,9 +4,10 @@
 //! small in-memory model predicts every result and every code's status.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use dzl_crypto::{DataKey, Keyring, RootKey, SystemRandom};
-use dzl_store::admin::{self, NewTenant};
+use dzl_store::admin;
 use dzl_store::{
     Call, NewCode, NewDeposit, RedeemAttempt, Sealed, SqliteStore, Store, StoreError, TenantKind,
 };
@@ -114,25 +115,16 @@ impl World {
         let root = RootKey::generate(&SystemRandom::new()).unwrap();
         admin::init(&store, &root, "test").unwrap();
         let keyring = admin::load_keyring(&store, &root).unwrap();
-        let add = |kind, name: &str| {
-            admin::add_tenant(
-                &store,
-                &keyring,
-                "test",
-                NewTenant {
-                    kind,
-                    name: name.into(),
-                    scopes: None,
-                    purposes: vec![],
-                    rate_limit: None,
-                },
-            )
-            .unwrap()
-            .tenant_id
-        };
-        let platform = add(TenantKind::Platform, "P");
-        let funder = add(TenantKind::Funder, "F");
-        let other_funder = add(TenantKind::Funder, "G");
+        let ids = common::tenants(
+            &store,
+            &keyring,
+            &[
+                (TenantKind::Platform, "P"),
+                (TenantKind::Funder, "F"),
+                (TenantKind::Funder, "G"),
+            ],
+        );
+        let [platform, funder, other_funder] = <[TenantId; 3]>::try_from(ids).expect("tenants");
         let now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
         World {
             _dir: dir,

@@ -6,11 +6,12 @@
 //! of its bytes flipped in turn.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 use std::path::Path;
 
 use chrono::{Duration, Utc};
 use dzl_crypto::{DataKey, Keyring, RootKey, SystemRandom, WrappedKey};
-use dzl_store::admin::{self, NewTenant};
+use dzl_store::admin;
 use dzl_store::{
     Call, NewCode, NewDeposit, RedeemAttempt, Redeemed, Sealed, SqliteStore, Store, TenantKind,
 };
@@ -35,24 +36,12 @@ fn vault() -> Vault {
     let root = RootKey::generate(&SystemRandom::new()).unwrap();
     admin::init(&store, &root, "test").unwrap();
     let keyring = admin::load_keyring(&store, &root).unwrap();
-    let add = |kind, name: &str| {
-        admin::add_tenant(
-            &store,
-            &keyring,
-            "test",
-            NewTenant {
-                kind,
-                name: name.into(),
-                scopes: None,
-                purposes: vec![],
-                rate_limit: None,
-            },
-        )
-        .unwrap()
-        .tenant_id
-    };
-    let platform = add(TenantKind::Platform, "P");
-    let funder = add(TenantKind::Funder, "F");
+    let ids = common::tenants(
+        &store,
+        &keyring,
+        &[(TenantKind::Platform, "P"), (TenantKind::Funder, "F")],
+    );
+    let [platform, funder] = <[TenantId; 2]>::try_from(ids).expect("tenants");
     store.close();
     Vault {
         dir,
