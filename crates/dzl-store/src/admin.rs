@@ -147,7 +147,8 @@ pub fn cli_actor() -> String {
     format!("cli:{user}")
 }
 
-fn sealed(w: WrappedKey) -> Sealed {
+/// Converts the crypto crate's wrapped bytes to the stored [`Sealed`].
+pub fn sealed(w: WrappedKey) -> Sealed {
     Sealed {
         kek_version: w.kek_version,
         bytes: w.bytes,

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use dzl_store::admin::{wrapped, VaultKeys};
-use dzl_store::{RedeemAttempt, Redeemed, TenantKind, TenantState};
+use dzl_store::{DataKeyKind, RedeemAttempt, Redeemed, TenantKind, TenantState};
 use dzl_types::wire::{
     Consent, OutcomeRequest, Receipt, ReceiptBody, RedemptionRequest, RedemptionResponse,
 };
@@ -142,14 +142,14 @@ fn release(keys: &VaultKeys, funder: &TenantId, r: Redeemed) -> ApiResult<Redemp
     let mut device = None;
     let mut risk = None;
     if let Some((key, env)) = &r.identity {
-        let dk = keyring.unwrap_data_key(&wrapped(key), deposit, "identity")?;
+        let dk = keyring.unwrap_data_key(&wrapped(key), deposit, DataKeyKind::Identity.as_str())?;
         let plain = dzl_crypto::open_record(&dk, deposit, Group::Applicant.as_str(), env)?;
         let value = raw(&plain)?;
         groups.insert("applicant".into(), json_value(&value)?);
         applicant = Some(value);
     }
     if let Some(key) = &r.records_key {
-        let dk = keyring.unwrap_data_key(&wrapped(key), deposit, "records")?;
+        let dk = keyring.unwrap_data_key(&wrapped(key), deposit, DataKeyKind::Records.as_str())?;
         for (group, env) in &r.records {
             let plain = dzl_crypto::open_record(&dk, deposit, group.as_str(), env)?;
             let value = raw(&plain)?;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use dzl_crypto::DataKey;
-use dzl_store::{NewCode, NewDeposit, Sealed, TenantKind, TenantState};
+use dzl_store::admin::sealed;
+use dzl_store::{DataKeyKind, NewCode, NewDeposit, TenantKind, TenantState};
 use dzl_types::code::CodeSecret;
 use dzl_types::wire::{DepositRequest, DepositResponse, IssueCodeRequest, IssuedCode};
 use dzl_types::{CodeId, DepositId, ErrorCode, Group, Purpose, ScopeSet, SubjectRef, TenantId};
@@ -138,13 +139,6 @@ fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| ApiError::internal("serialising a record", e))
 }
 
-fn sealed(w: dzl_crypto::WrappedKey) -> Sealed {
-    Sealed {
-        kek_version: w.kek_version,
-        bytes: w.bytes,
-    }
-}
-
 /// `POST /v1/deposits`.
 pub async fn create_deposit(
     state: State,
@@ -248,15 +242,17 @@ pub async fn create_deposit(
         groups,
         subject_index,
         subject_ref: subject_ref.clone(),
-        records_key: sealed(
-            keys.keyring
-                .wrap_data_key(&records_dk, id.as_str(), "records")?,
-        ),
+        records_key: sealed(keys.keyring.wrap_data_key(
+            &records_dk,
+            id.as_str(),
+            DataKeyKind::Records.as_str(),
+        )?),
         records,
-        identity_key: sealed(
-            keys.keyring
-                .wrap_data_key(&identity_dk, id.as_str(), "identity")?,
-        ),
+        identity_key: sealed(keys.keyring.wrap_data_key(
+            &identity_dk,
+            id.as_str(),
+            DataKeyKind::Identity.as_str(),
+        )?),
         identity,
         codes,
     };
