@@ -100,6 +100,7 @@ impl Sandbox {
                 &keys.keyring,
                 "sandbox",
                 NewTenant {
+                    cert_pin: None,
                     kind,
                     name: name.into(),
                     scopes: None,

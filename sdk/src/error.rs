@@ -299,12 +299,14 @@ impl Error {
             };
         };
         match known {
-            C::MissingSignature | C::InvalidSignature | C::StaleTimestamp | C::NonceReplayed => {
-                Error::Unauthorized {
-                    code: known,
-                    detail,
-                }
-            }
+            C::MissingSignature
+            | C::InvalidSignature
+            | C::StaleTimestamp
+            | C::NonceReplayed
+            | C::CertificateMismatch => Error::Unauthorized {
+                code: known,
+                detail,
+            },
             C::TenantSuspended => Error::TenantSuspended { detail },
             C::Forbidden => Error::Forbidden { detail },
             C::PurposeMismatch => Error::PurposeMismatch,

@@ -39,6 +39,7 @@ pub fn prepare() -> anyhow::Result<Demo> {
             &keys.keyring,
             "demo",
             NewTenant {
+                cert_pin: None,
                 kind,
                 name: name.into(),
                 scopes: None,

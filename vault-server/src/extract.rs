@@ -106,8 +106,8 @@ pub async fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
         .map_err(|secs| ApiError::rate_limited(secs, "The tenant's request rate limit is exceeded"))
 }
 
-/// Checks the request signature (DESIGN §4), the nonce, and the tenant's
-/// state and kind.
+/// Checks the request signature (DESIGN §4), the client certificate of a
+/// pinned tenant, the nonce, and the tenant's state and kind.
 pub async fn authenticate_only(
     state: &AppState,
     req: &HttpRequest,
@@ -190,6 +190,21 @@ pub async fn authenticate_only(
         })
         .cloned()
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidSignature))?;
+    if let Some(pin) = &tenant.cert_pin {
+        let presented = req.conn_data::<crate::tls::PeerCertificate>();
+        if !presented.is_some_and(|c| pin.matches(&c.0)) {
+            // A valid signature from the wrong connection: the secret may
+            // be stolen. Refused before the nonce is spent, and audited.
+            let call = crate::routes::call(state, &tenant.id, "authenticate");
+            let code = ErrorCode::CertificateMismatch;
+            let store = state.store.clone();
+            web::block(move || store.record_refusal(&call, code)).await??;
+            return Err(ApiError::with_detail(
+                code,
+                "This tenant must connect over mutual TLS with the client certificate it is pinned to",
+            ));
+        }
+    }
     if !state.guards.nonce_fresh(key_id, nonce, now).await? {
         return Err(ApiError::new(ErrorCode::NonceReplayed));
     }

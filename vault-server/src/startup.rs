@@ -102,8 +102,9 @@ impl Application {
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
-        let server =
-            HttpServer::new(move || crate::create_app(app_state.clone())).shutdown_timeout(10);
+        let server = HttpServer::new(move || crate::create_app(app_state.clone()))
+            .on_connect(crate::tls::on_connect)
+            .shutdown_timeout(10);
         let mut server = if settings.tls.enabled() {
             let config = crate::tls::server_config(&settings.tls)?;
             server.listen_rustls_0_23(listener, config)?

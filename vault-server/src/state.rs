@@ -45,6 +45,8 @@ pub struct Tenant {
     pub rate_limit: u32,
     /// Active or suspended.
     pub state: TenantState,
+    /// The client certificate it must connect with, if pinned.
+    pub cert_pin: Option<dzl_crypto::CertPin>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -221,5 +223,6 @@ fn open_tenant(keys: &VaultKeys, row: TenantRow, now: DateTime<Utc>) -> Result<T
         purposes: row.purposes,
         rate_limit: row.rate_limit,
         state: row.state,
+        cert_pin: row.cert_pin,
     })
 }

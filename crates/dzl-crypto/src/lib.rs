@@ -19,6 +19,7 @@
 //! message carries key bytes or plaintext.
 
 mod aad;
+pub mod cert;
 pub mod envelope;
 pub mod error;
 pub mod ids;
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod receipt;
 pub mod record;
 
+pub use cert::{CertIdentity, CertPin};
 pub use envelope::{open, seal, seal_with_nonce, Algorithm, ENVELOPE_OVERHEAD};
 pub use error::CryptoError;
 pub use ids::{blind_index, new_id, new_ordered_id, random_bytes, sha256_hex};

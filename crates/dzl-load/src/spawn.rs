@@ -62,6 +62,7 @@ pub fn spawn_vault(parent: Option<&Path>, workers: usize) -> anyhow::Result<Spaw
             &keys.keyring,
             "dzl-load",
             NewTenant {
+                cert_pin: None,
                 kind,
                 name: name.into(),
                 scopes: None,

@@ -6,10 +6,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use dzl_audit::{AuditEntry, AuditRecord, Head};
 use dzl_store::rules::{self, StoredCodeState};
 use dzl_store::{
-    AuditQuery, Call, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState, KeyUsage, NewCode,
-    NewDeposit, PreviousSecret, PurgeCounts, PurgePlan, RedeemAttempt, Redeemed, RekeyedKek,
-    RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef, Store, StoreError,
-    StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery, UsageRow,
+    AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState, KeyUsage,
+    NewCode, NewDeposit, PreviousSecret, PurgeCounts, PurgePlan, RedeemAttempt, Redeemed,
+    RekeyedKek, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef, Store,
+    StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery,
+    UsageRow,
 };
 use dzl_types::wire::{
     CodeState, CodeStatus, Decision, Outcome, OutcomeRequest, SubjectAccessResponse,
@@ -441,7 +442,7 @@ fn shred_deposit(tx: &mut Transaction<'_>, id: &str, now: DateTime<Utc>) -> TxRe
 
 const TENANT_COLUMNS: &str = "id, kind, name, key_id, secret_kek_version, secret_sealed, scopes,
     purposes, rate_limit, state, created_at, previous_secret_kek_version, previous_secret_sealed,
-    previous_secret_valid_until";
+    previous_secret_valid_until, cert_pin";
 
 fn tenant_row(r: &Row) -> StoreResult<TenantRow> {
     let kind: String = get(r, 1)?;
@@ -479,6 +480,9 @@ fn tenant_row(r: &Row) -> StoreResult<TenantRow> {
         state: TenantState::parse(&state).ok_or_else(|| corrupt("tenant state"))?,
         created_at: from_ms(get(r, 10)?)?,
         previous_secret: previous,
+        cert_pin: get::<Option<String>>(r, 14)?
+            .map(|p| CertPin::parse(&p).map_err(|_| corrupt("tenant certificate pin")))
+            .transpose()?,
     })
 }
 
@@ -897,8 +901,8 @@ impl Store for PgStore {
             let purposes: Vec<&str> = t.purposes.iter().map(|p| p.as_str()).collect();
             tx.execute(
                 "INSERT INTO dzl.tenants (id, kind, name, key_id, secret_kek_version, secret_sealed,
-                     scopes, purposes, rate_limit, state, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+                     scopes, purposes, rate_limit, state, created_at, updated_at, cert_pin)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
                 &[
                     &t.id.as_str(),
                     &t.kind.as_str(),
@@ -911,6 +915,7 @@ impl Store for PgStore {
                     &i64::from(t.rate_limit),
                     &t.state.as_str(),
                     &ms(t.created_at),
+                    &t.cert_pin.as_ref().map(|p| p.to_string()),
                 ],
             )?;
             bump_generation(tx)?;
@@ -923,11 +928,7 @@ impl Store for PgStore {
                     result: "ok".into(),
                     subject_tenant: Some(t.id.to_string()),
                     groups: t.scopes.map(|s| s.to_list()),
-                    detail: Some(format!(
-                        "kind {}; purposes {}",
-                        t.kind.as_str(),
-                        purposes.join(",")
-                    )),
+                    detail: Some(rules::tenant_added_detail(&t)),
                     ..Default::default()
                 }],
             )
@@ -973,6 +974,44 @@ impl Store for PgStore {
                     detail: Some(reason.to_owned()),
                     ..Default::default()
                 }],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn set_tenant_cert_pin(
+        &self,
+        actor: &str,
+        tenant: &TenantId,
+        pin: Option<CertPin>,
+    ) -> StoreResult<bool> {
+        self.tx(|tx| {
+            lock_config(tx)?;
+            let now = Utc::now();
+            let row = tx.query_opt(
+                "SELECT cert_pin FROM dzl.tenants WHERE id = $1 FOR UPDATE",
+                &[&tenant.as_str()],
+            )?;
+            let current: Option<Option<String>> = row.map(|r| get(&r, 0)).transpose()?;
+            let wanted = pin.as_ref().map(|p| p.to_string());
+            match current {
+                None => return Err(StoreError::Invalid(format!("no tenant {tenant}")).into()),
+                Some(c) if c == wanted => return Ok(false),
+                Some(_) => {}
+            }
+            tx.execute(
+                "UPDATE dzl.tenants SET cert_pin = $1, updated_at = $2 WHERE id = $3",
+                &[&wanted, &ms(now), &tenant.as_str()],
+            )?;
+            bump_generation(tx)?;
+            append_audit(
+                tx,
+                vec![rules::cert_pin_audit(
+                    actor.to_owned(),
+                    tenant,
+                    pin.as_ref(),
+                    at(now),
+                )],
             )?;
             Ok(true)
         })

@@ -237,6 +237,14 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         "#,
     },
+    Migration {
+        version: 3,
+        name: "client certificate pins",
+        sql: r#"
+        -- `sha256:<hex>` or `subject:<DN>` (dzl_crypto::CertPin's stored form).
+        ALTER TABLE dzl.tenants ADD COLUMN cert_pin TEXT;
+        "#,
+    },
 ];
 
 /// The schema version this build brings a database to.

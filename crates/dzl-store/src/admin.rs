@@ -13,7 +13,7 @@ use dzl_crypto::{
 use dzl_types::{DepositId, Purpose, ScopeSet, TenantId};
 
 use crate::{
-    rules, Call, DataKeyKind, InitMaterial, KekState, RekeyedKek, RewrappedDataKey,
+    rules, Call, CertPin, DataKeyKind, InitMaterial, KekState, RekeyedKek, RewrappedDataKey,
     RewrappedSecret, Sealed, SealedSecret, SecretRef, Store, StoreError, TenantKind, TenantRow,
     TenantState,
 };
@@ -277,6 +277,8 @@ pub struct NewTenant {
     pub purposes: Vec<Purpose>,
     /// Requests per second.
     pub rate_limit: Option<u32>,
+    /// The client certificate it must present over mutual TLS, if pinned.
+    pub cert_pin: Option<CertPin>,
 }
 
 /// What a new tenant is given, once.
@@ -359,6 +361,7 @@ pub fn add_tenant(
             state: TenantState::Active,
             created_at: Utc::now(),
             previous_secret: None,
+            cert_pin: t.cert_pin,
         },
     )?;
     Ok(TenantCredentials {

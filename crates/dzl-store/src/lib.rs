@@ -110,6 +110,15 @@ pub trait Store: Send + Sync + 'static {
         state: TenantState,
         reason: &str,
     ) -> StoreResult<bool>;
+    /// Pins a tenant to a client certificate, or (`None`) removes its pin;
+    /// `Ok(false)` when it already was so. Bumps the generation; audited
+    /// (`tenant.pin` / `tenant.unpin`). `Invalid` for an unknown tenant.
+    fn set_tenant_cert_pin(
+        &self,
+        actor: &str,
+        tenant: &TenantId,
+        pin: Option<CertPin>,
+    ) -> StoreResult<bool>;
     /// Gives a tenant a new signing secret; its current one becomes its
     /// previous secret, accepted until `previous_valid_until` (replacing any
     /// older previous secret). Bumps the generation; audited

@@ -2,6 +2,7 @@
 //! operations, and their results. Only ciphertext, wrapped keys and hashes.
 
 use chrono::{DateTime, Utc};
+pub use dzl_crypto::CertPin;
 use dzl_types::{CodeId, DepositId, Group, Purpose, RedemptionId, ScopeSet, SubjectRef, TenantId};
 
 /// Bytes sealed under one KEK version of the keyring.
@@ -115,6 +116,8 @@ pub struct TenantRow {
     /// The secret it signed with before its last `tenant rotate-secret`,
     /// still accepted until its deadline.
     pub previous_secret: Option<PreviousSecret>,
+    /// The client certificate it must present (mutual TLS), if pinned.
+    pub cert_pin: Option<CertPin>,
 }
 
 /// A tenant's previous signing secret during the overlap after a rotation.

@@ -203,6 +203,43 @@ pub fn rewrap_wait(active_since: DateTime<Utc>, now: DateTime<Utc>) -> std::time
         .unwrap_or_default()
 }
 
+/// The audit detail of `tenant.add`: its kind, purposes and pin.
+pub fn tenant_added_detail(t: &crate::TenantRow) -> String {
+    let purposes: Vec<&str> = t.purposes.iter().map(|p| p.as_str()).collect();
+    let mut detail = format!("kind {}; purposes {}", t.kind.as_str(), purposes.join(","));
+    if let Some(pin) = &t.cert_pin {
+        detail.push_str(&format!("; client certificate pinned to {pin}"));
+    }
+    detail
+}
+
+/// The audit entry of a tenant's certificate pin set (`tenant.pin`) or
+/// removed (`tenant.unpin`) at `at`.
+pub fn cert_pin_audit(
+    actor: String,
+    tenant: &dzl_types::TenantId,
+    pin: Option<&crate::CertPin>,
+    at: String,
+) -> dzl_audit::AuditRecord {
+    dzl_audit::AuditRecord {
+        at,
+        actor,
+        operation: if pin.is_some() {
+            "tenant.pin"
+        } else {
+            "tenant.unpin"
+        }
+        .into(),
+        result: "ok".into(),
+        subject_tenant: Some(tenant.to_string()),
+        detail: Some(match pin {
+            Some(pin) => format!("client certificate pinned to {pin}"),
+            None => "client certificate pin removed".into(),
+        }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

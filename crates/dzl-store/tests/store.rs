@@ -28,6 +28,7 @@ fn init_then_tenants_and_a_verifiable_audit_chain() {
         &keys.keyring,
         "cli:test",
         NewTenant {
+            cert_pin: None,
             kind: TenantKind::Funder,
             name: "Bank".into(),
             scopes: None,
@@ -256,6 +257,7 @@ fn retire_counts_live_previous_secrets_and_drops_dead_ones() {
         &keys.keyring,
         "cli:test",
         NewTenant {
+            cert_pin: None,
             kind: TenantKind::Platform,
             name: "P".into(),
             scopes: None,

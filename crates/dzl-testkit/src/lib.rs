@@ -98,6 +98,7 @@ pub fn provision(dir: &Path, root: &RootKey, p: &Provision) -> anyhow::Result<Te
             &keys.keyring,
             "testkit",
             NewTenant {
+                cert_pin: None,
                 kind,
                 name: name.into(),
                 scopes: scopes

@@ -3,7 +3,9 @@
 //! one a new secret (the old one keeps working for `[tenants]
 //! secret_overlap_seconds`) — these two are the only verbs that print a
 //! secret, once; `list` shows every tenant (never a secret); `suspend` and
-//! `resume` switch a tenant off and on, audited with the operator as actor.
+//! `resume` switch a tenant off and on, audited with the operator as actor;
+//! `pin` and `unpin` tie a tenant to the client certificate it must present
+//! over mutual TLS (and untie it).
 //! A running server notices every change by itself (the store's generation).
 //!
 //! Arguments are parsed into domain types by clap (`ScopeSet`, `Purpose`,
@@ -14,7 +16,8 @@ use std::fmt;
 
 use chrono::SecondsFormat;
 use clap::{Args, Subcommand, ValueEnum};
-use dzl_crypto::Zeroizing;
+use dzl_crypto::cert::InvalidPin;
+use dzl_crypto::{CertIdentity, CertPin, Zeroizing};
 use dzl_store::admin::{self, NewTenant};
 use dzl_store::{TenantKind, TenantRow, TenantState};
 use dzl_types::{Purpose, ScopeSet, TenantId};
@@ -42,6 +45,9 @@ pub enum TenantCommand {
     /// default to all); an operator asks for subject-access reports and
     /// usage. --scopes and --purposes apply to funders only.
     ///
+    /// With --cert-sha256, --cert-subject or --cert-file the tenant is
+    /// pinned from the start: see `dzlctl tenant pin --help`.
+    ///
     /// Changes: adds one tenant and one audit entry (tenant.add). Needs the
     /// root key.
     #[command(
@@ -57,9 +63,10 @@ Examples:
     /// List every tenant (never their secrets).
     ///
     /// Prints id, kind, name, key id, state, scopes, purposes, rate limit
-    /// and creation time of every tenant, oldest first. With --json:
-    /// {"tenants":[{"tenant_id", "kind", "name", "key_id", "state",
-    /// "scopes", "purposes", "rate_limit", "created_at"}, …]}.
+    /// creation time and certificate pin of every tenant, oldest first.
+    /// With --json: {"tenants":[{"tenant_id", "kind", "name", "key_id",
+    /// "state", "scopes", "purposes", "rate_limit", "created_at",
+    /// "cert_pin"}, …]}.
     ///
     /// Changes nothing. Needs the root key.
     #[command(
@@ -122,6 +129,49 @@ Examples:
   DZL__TENANTS__SECRET_OVERLAP_SECONDS=3600 dzlctl --json tenant rotate-secret ten_0123456789abcdef0123456789abcdef | jq -r .secret"
     )]
     RotateSecret(StateArgs),
+    /// Pin a tenant to the client certificate it must connect with.
+    ///
+    /// A pinned tenant's requests are accepted only over mutual TLS
+    /// (`[tls] client_ca_file`) from a connection that presented the pinned
+    /// certificate, so its signing secret alone, if stolen, is not enough.
+    /// Any other connection gets 401 certificate_mismatch, and the refusal is
+    /// audited. Pin by:
+    ///   --cert-sha256   exactly one certificate: the SHA-256 fingerprint of
+    ///                   its DER (64 hex digits; `:` separators as printed by
+    ///                   `openssl x509 -noout -fingerprint -sha256` allowed);
+    ///   --cert-subject  any certificate the client CA issued with exactly
+    ///                   this subject, so a renewed certificate keeps working;
+    ///   --cert-file     the certificate in a PEM file: its fingerprint, or
+    ///                   with --by subject its subject.
+    /// A new pin replaces the old one.
+    ///
+    /// Changes: the tenant's pin, and one audit entry (tenant.pin). A
+    /// running server applies it within a second. Needs the root key.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Examples:
+  dzlctl tenant pin ten_… --cert-file platform-a.pem
+  dzlctl tenant pin ten_… --cert-file platform-a.pem --by subject
+  dzlctl tenant pin ten_… --cert-subject 'CN=platform-a, O=Lending App Ltd'
+  dzlctl tenant pin ten_… --cert-sha256 3f:a1:…"
+    )]
+    Pin(PinCommandArgs),
+    /// Remove a tenant's client certificate pin.
+    ///
+    /// The tenant is accepted again from any connection (any client
+    /// certificate the client CA issued, when mutual TLS is on). Unpinning a
+    /// tenant that is not pinned changes nothing ("changed": false).
+    ///
+    /// Changes: the tenant's pin, and one audit entry (tenant.unpin). Needs
+    /// the root key.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Example:
+  dzlctl tenant unpin ten_…"
+    )]
+    Unpin(StateArgs),
 }
 
 /// A tenant kind on the command line.
@@ -169,6 +219,49 @@ pub struct AddArgs {
     /// Requests per second the tenant may make (default 1000).
     #[arg(long, value_name = "REQUESTS_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit: Option<u32>,
+    /// Pin the tenant to a client certificate from the start.
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+/// Names a client certificate pin: at most one of the three ways.
+#[derive(Debug, Clone, Default, Args)]
+#[group(skip)]
+pub struct PinArgs {
+    /// The certificate's SHA-256 fingerprint (64 hex digits, `:` allowed).
+    #[arg(long = "cert-sha256", value_name = "FINGERPRINT", value_parser = parse_fingerprint,
+          conflicts_with_all = ["subject", "file"])]
+    pub sha256: Option<CertPin>,
+    /// The certificate's exact subject, e.g. "CN=platform-a, O=Lending App Ltd".
+    #[arg(long = "cert-subject", value_name = "DN", value_parser = parse_subject,
+          conflicts_with = "file")]
+    pub subject: Option<CertPin>,
+    /// A PEM file holding the certificate (the first one in it is used).
+    #[arg(long = "cert-file", value_name = "PEM_FILE")]
+    pub file: Option<std::path::PathBuf>,
+    /// With --cert-file: pin its fingerprint (default) or its subject.
+    #[arg(long, value_enum, value_name = "WHAT", requires = "file")]
+    pub by: Option<PinBy>,
+}
+
+/// What of a certificate file to pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PinBy {
+    /// Exactly this certificate.
+    Fingerprint,
+    /// Its subject (survives renewal by the same CA).
+    Subject,
+}
+
+/// Arguments of `tenant pin`.
+#[derive(Debug, Clone, Args)]
+pub struct PinCommandArgs {
+    /// The tenant's id.
+    #[arg(value_name = "TENANT_ID", value_parser = parse_tenant_id)]
+    pub id: TenantId,
+    /// The pin (exactly one of the three; none is a usage error).
+    #[command(flatten)]
+    pub pin: PinArgs,
 }
 
 /// Arguments of `tenant list` (none yet).
@@ -201,6 +294,47 @@ fn parse_tenant_id(s: &str) -> Result<TenantId, dzl_types::domain::Invalid> {
     TenantId::parse(s)
 }
 
+fn parse_fingerprint(s: &str) -> Result<CertPin, InvalidPin> {
+    CertPin::sha256_from_hex(s)
+}
+
+fn parse_subject(s: &str) -> Result<CertPin, InvalidPin> {
+    CertPin::subject(s)
+}
+
+impl PinArgs {
+    /// The pin these arguments name (reading --cert-file), or `None`.
+    pub fn resolve(&self) -> Result<Option<CertPin>, CliError> {
+        if let Some(pin) = self.sha256.clone().or_else(|| self.subject.clone()) {
+            return Ok(Some(pin));
+        }
+        let Some(path) = &self.file else {
+            return Ok(None);
+        };
+        use rustls_pki_types::pem::PemObject as _;
+        let unreadable = |why: String| {
+            CliError::InvalidArgument(format!("--cert-file {}: {why}", path.display()))
+        };
+        let der = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| unreadable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreadable("no PEM certificate in it".into()))?
+            .map_err(|e| unreadable(e.to_string()))?;
+        let id = CertIdentity::from_der(&der);
+        match self.by.unwrap_or(PinBy::Fingerprint) {
+            PinBy::Fingerprint => Ok(Some(CertPin::Sha256(id.sha256))),
+            PinBy::Subject => {
+                let subject = id
+                    .subject
+                    .ok_or_else(|| unreadable("not an X.509 certificate".into()))?;
+                CertPin::subject(&subject)
+                    .map(Some)
+                    .map_err(|e| unreadable(e.to_string()))
+            }
+        }
+    }
+}
+
 /// A new tenant and its credentials, as printed once by `tenant add`.
 #[derive(Clone, Serialize)]
 pub struct TenantAdded {
@@ -221,6 +355,8 @@ pub struct TenantAdded {
     pub purposes: Vec<Purpose>,
     /// Requests per second.
     pub rate_limit: u32,
+    /// The client certificate it must connect with, or `null`.
+    pub cert_pin: Option<String>,
 }
 
 fn expose<S: Serializer>(secret: &Zeroizing<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -249,6 +385,9 @@ impl fmt::Display for TenantAdded {
             writeln!(f, "  purposes    {}", purposes_text(&self.purposes))?;
         }
         writeln!(f, "  rate limit  {} requests/s", self.rate_limit)?;
+        if let Some(pin) = &self.cert_pin {
+            writeln!(f, "  cert pin    {pin}")?;
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -321,6 +460,9 @@ pub struct TenantSummary {
     pub rate_limit: u32,
     /// When it was added, RFC 3339 UTC.
     pub created_at: String,
+    /// The client certificate it must connect with (`sha256:…` or
+    /// `subject:…`), or `null`.
+    pub cert_pin: Option<String>,
 }
 
 impl From<&TenantRow> for TenantSummary {
@@ -335,6 +477,7 @@ impl From<&TenantRow> for TenantSummary {
             purposes: t.purposes.clone(),
             rate_limit: t.rate_limit,
             created_at: t.created_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            cert_pin: t.cert_pin.as_ref().map(CertPin::to_string),
         }
     }
 }
@@ -353,6 +496,7 @@ impl fmt::Display for TenantList {
         }
         let mut table = Table::new(&[
             "ID", "KIND", "NAME", "KEY ID", "STATE", "SCOPES", "PURPOSES", "RATE/S", "CREATED",
+            "CERT PIN",
         ]);
         for t in &self.tenants {
             table.row(vec![
@@ -365,6 +509,7 @@ impl fmt::Display for TenantList {
                 purposes_text(&t.purposes),
                 t.rate_limit.to_string(),
                 t.created_at.clone(),
+                t.cert_pin.clone().unwrap_or_else(|| "-".to_owned()),
             ]);
         }
         write!(f, "{table}")
@@ -396,6 +541,36 @@ impl fmt::Display for StateChange {
     }
 }
 
+/// The result of `tenant pin` / `tenant unpin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinChange {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its pin now (`sha256:…`, `subject:…`), or `null`.
+    pub cert_pin: Option<String>,
+    /// Whether this call changed it.
+    pub changed: bool,
+}
+
+impl fmt::Display for PinChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.cert_pin, self.changed) {
+            (Some(pin), true) => writeln!(f, "Tenant {} is now pinned to {pin}.", self.tenant_id),
+            (Some(pin), false) => writeln!(
+                f,
+                "Tenant {} was already pinned to {pin}; nothing changed.",
+                self.tenant_id
+            ),
+            (None, true) => writeln!(f, "Tenant {} is no longer pinned.", self.tenant_id),
+            (None, false) => writeln!(
+                f,
+                "Tenant {} was not pinned; nothing changed.",
+                self.tenant_id
+            ),
+        }
+    }
+}
+
 fn purposes_text(purposes: &[Purpose]) -> String {
     if purposes.is_empty() {
         "-".to_owned()
@@ -411,6 +586,7 @@ fn purposes_text(purposes: &[Purpose]) -> String {
 /// Adds a tenant (see [`TenantCommand::Add`]).
 pub fn add(vault: &Vault, args: &AddArgs) -> Result<TenantAdded, CliError> {
     let kind = TenantKind::from(args.kind);
+    let cert_pin = args.pin.resolve()?;
     let creds = admin::add_tenant(
         vault.store(),
         vault.keyring(),
@@ -421,6 +597,7 @@ pub fn add(vault: &Vault, args: &AddArgs) -> Result<TenantAdded, CliError> {
             scopes: args.scopes,
             purposes: args.purposes.clone().map(|p| p.0).unwrap_or_default(),
             rate_limit: args.rate_limit,
+            cert_pin: cert_pin.clone(),
         },
     )
     .map_err(|e| from_admin(e, vault.data_dir(), ""))?;
@@ -434,6 +611,7 @@ pub fn add(vault: &Vault, args: &AddArgs) -> Result<TenantAdded, CliError> {
         scopes: creds.scopes,
         purposes: creds.purposes.clone(),
         rate_limit: creds.rate_limit,
+        cert_pin: cert_pin.as_ref().map(CertPin::to_string),
     })
 }
 
@@ -462,6 +640,22 @@ pub fn set_state(
     Ok(StateChange {
         tenant_id: id.clone(),
         state: state.as_str(),
+        changed,
+    })
+}
+
+/// Pins a tenant to a client certificate, or (`None`) removes its pin (see
+/// [`TenantCommand::Pin`]); [`CliError::TenantNotFound`] for an unknown id.
+pub fn set_pin(vault: &Vault, id: &TenantId, pin: Option<CertPin>) -> Result<PinChange, CliError> {
+    if !vault.store().tenants()?.iter().any(|t| &t.id == id) {
+        return Err(CliError::TenantNotFound(id.clone()));
+    }
+    let changed = vault
+        .store()
+        .set_tenant_cert_pin(vault.actor(), id, pin.clone())?;
+    Ok(PinChange {
+        tenant_id: id.clone(),
+        cert_pin: pin.as_ref().map(CertPin::to_string),
         changed,
     })
 }
@@ -506,5 +700,14 @@ pub fn run(ctx: &Context, cmd: &TenantCommand, printer: &mut Printer<'_>) -> Res
             printer.print(&set_state(&vault, &args.id, TenantState::Active)?)
         }
         TenantCommand::RotateSecret(args) => printer.print(&rotate_secret(ctx, &vault, &args.id)?),
+        TenantCommand::Pin(args) => {
+            let pin = args.pin.resolve()?.ok_or_else(|| {
+                CliError::Usage(
+                    "name the certificate: --cert-sha256, --cert-subject or --cert-file".into(),
+                )
+            })?;
+            printer.print(&set_pin(&vault, &args.id, Some(pin))?)
+        }
+        TenantCommand::Unpin(args) => printer.print(&set_pin(&vault, &args.id, None)?),
     }
 }

@@ -75,6 +75,7 @@ pub fn start_with(mut settings: Settings) -> TestVault {
                 &keys.keyring,
                 "test",
                 NewTenant {
+                    cert_pin: None,
                     kind,
                     name: name.into(),
                     scopes: scopes.map(|s| ScopeSet::parse_list(s).expect("scopes")),

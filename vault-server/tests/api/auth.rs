@@ -219,6 +219,7 @@ async fn rate_limits_answer_429_with_retry_after() {
             &keys.keyring,
             "cli:test",
             dzl_store::admin::NewTenant {
+                cert_pin: None,
                 kind: dzl_store::TenantKind::Platform,
                 name: "Slow".into(),
                 scopes: None,
@@ -270,4 +271,94 @@ async fn rate_limits_answer_429_with_retry_after() {
         404,
         "code_not_found",
     );
+}
+
+#[actix_web::test]
+async fn a_pinned_tenant_is_refused_without_its_certificate_and_the_refusal_is_audited() {
+    // Plain HTTP: no connection can present a certificate, so a tenant
+    // pinned to one is refused whatever it signs, and nothing happens.
+    let app = spawn_app().await;
+    let id = dzl_types::TenantId::parse(&app.platform.id).unwrap();
+    let pin = dzl_crypto::CertPin::subject("CN=platform-a").unwrap();
+    let before = off_rt(|| app.state.store.audit_head_seq()).unwrap();
+    assert!(off_rt(|| app
+        .state
+        .store
+        .set_tenant_cert_pin("cli:test", &id, Some(pin.clone())))
+    .unwrap());
+    // Pinning again to the same certificate changes nothing.
+    assert!(!off_rt(|| app
+        .state
+        .store
+        .set_tenant_cert_pin("cli:test", &id, Some(pin.clone())))
+    .unwrap());
+    off_rt(|| app.state.reload(true));
+
+    let r = app
+        .post(
+            &app.platform,
+            "/v1/deposits",
+            &deposit_body("PINNED-1", json!([])),
+        )
+        .await;
+    assert_problem(&r, 401, "certificate_mismatch");
+    // Other tenants are not affected.
+    let other = app
+        .post(
+            &app.other_platform,
+            "/v1/deposits",
+            &deposit_body("PINNED-2", json!([])),
+        )
+        .await;
+    assert_eq!(other.status, 201, "{:?}", other.json());
+
+    let entries = off_rt(|| app.state.store.audit_entries(before, 100)).unwrap();
+    let ops: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.record.operation.clone(),
+                e.record.result.clone(),
+                e.record.actor.clone(),
+            )
+        })
+        .collect();
+    assert!(
+        ops.contains(&("tenant.pin".into(), "ok".into(), "cli:test".into())),
+        "{ops:?}"
+    );
+    assert!(
+        ops.contains(&(
+            "authenticate".into(),
+            "certificate_mismatch".into(),
+            app.platform.id.clone()
+        )),
+        "{ops:?}"
+    );
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.record.operation == "tenant.pin")
+            .count(),
+        1,
+        "the no-op pin is not audited"
+    );
+    assert!(
+        !ops.iter()
+            .any(|(op, _, actor)| op == "deposit.create" && actor == &app.platform.id),
+        "{ops:?}"
+    );
+
+    // Unpinned, the same tenant deposits the same external_ref: the refused
+    // request left nothing behind.
+    assert!(off_rt(|| app.state.store.set_tenant_cert_pin("cli:test", &id, None)).unwrap());
+    off_rt(|| app.state.reload(true));
+    let r = app
+        .post(
+            &app.platform,
+            "/v1/deposits",
+            &deposit_body("PINNED-1", json!([])),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.json());
 }

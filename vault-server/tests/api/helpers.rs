@@ -85,6 +85,7 @@ pub fn provision_store(
             &keys.keyring,
             "test",
             NewTenant {
+                cert_pin: None,
                 kind,
                 name: name.into(),
                 scopes: scopes.map(|s| dzl_types::ScopeSet::parse_list(s).expect("scopes")),

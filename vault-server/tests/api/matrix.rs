@@ -468,6 +468,7 @@ async fn every_signed_endpoint_refuses_every_attack_and_changes_nothing() {
                 &keys.keyring,
                 "cli:test",
                 NewTenant {
+                    cert_pin: None,
                     kind,
                     name: format!("Suspended {who:?}"),
                     scopes: None,

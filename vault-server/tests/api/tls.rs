@@ -195,3 +195,111 @@ async fn mutual_tls_round_trip_and_refusals() {
     .unwrap();
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
+
+fn der(pem: &str) -> Vec<u8> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[actix_web::test]
+async fn a_pinned_tenant_is_answered_only_over_its_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("dzl test server CA");
+    let client_ca = Ca::new("dzl test client CA");
+    let (cert, key) = server_ca.leaf("vault.test", &["localhost"]);
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let mut opts = Options::default();
+    opts.settings.tls.cert_file = Some(write("server.pem", &cert));
+    opts.settings.tls.key_file = Some(write("server.key", &key));
+    opts.settings.tls.client_ca_file = Some(write("clients.pem", &client_ca.issuer.pem()));
+    let app = spawn_app_with(opts).await;
+    let https = app
+        .base
+        .replace("http://", "https://")
+        .replace("127.0.0.1", "localhost");
+
+    // Both certificates are from the client CA, so both pass the TLS layer.
+    let cert_a = client_ca.leaf("platform-a", &[]);
+    let cert_b = client_ca.leaf("platform-b", &[]);
+    let renewed_b = client_ca.leaf("platform-b", &[]);
+    assert_ne!(der(&cert_b.0), der(&renewed_b.0));
+    // The platform is pinned to exactly cert A; the other platform to the
+    // subject of B (so B's renewal keeps working).
+    let a_id = dzl_types::TenantId::parse(&app.platform.id).unwrap();
+    let b_id = dzl_types::TenantId::parse(&app.other_platform.id).unwrap();
+    let pin_a =
+        dzl_crypto::CertPin::Sha256(dzl_crypto::CertIdentity::from_der(&der(&cert_a.0)).sha256);
+    let pin_b = dzl_crypto::CertPin::subject("CN=platform-b").unwrap();
+    off_rt(|| {
+        let store = &app.state.store;
+        store.set_tenant_cert_pin("cli:test", &a_id, Some(pin_a))?;
+        store.set_tenant_cert_pin("cli:test", &b_id, Some(pin_b))
+    })
+    .unwrap();
+    off_rt(|| app.state.reload(true));
+
+    let vault = |identity: &(String, String)| {
+        dzl_sdk::Vault::builder(https.clone())
+            .root_certificate_pem(server_ca.issuer.pem())
+            .client_identity_pem(identity.0.as_bytes(), identity.1.as_bytes())
+            .build()
+            .unwrap()
+    };
+    let deposit = |external_ref: &str, grants: serde_json::Value| {
+        let request: dzl_types::wire::DepositRequest =
+            serde_json::from_value(deposit_body(external_ref, grants)).unwrap();
+        dzl_sdk::Deposit::try_from(request).unwrap()
+    };
+    let mismatch = |r: Result<dzl_types::wire::DepositResponse, dzl_sdk::Error>| match r {
+        Err(dzl_sdk::Error::Unauthorized { code, .. }) => {
+            assert_eq!(code, dzl_types::ErrorCode::CertificateMismatch)
+        }
+        other => panic!("expected 401 certificate_mismatch, got {other:?}"),
+    };
+
+    // A's secret over B's certificate (a stolen secret): refused, nothing stored.
+    mismatch(
+        vault(&cert_b)
+            .platform(app.platform.signer.clone())
+            .deposit(&deposit("PIN-A", json!([])))
+            .await,
+    );
+    // A's secret over A's certificate: served, the same external_ref is free.
+    let grant = json!([{"funder_id": app.funder.id, "scopes": ["risk"], "ttl_seconds": 600}]);
+    let created = vault(&cert_a)
+        .platform(app.platform.signer.clone())
+        .deposit(&deposit("PIN-A", grant))
+        .await
+        .unwrap();
+    // B pinned by subject: its certificate and its renewal are served, A's is not.
+    for (identity, external_ref) in [(&cert_b, "PIN-B1"), (&renewed_b, "PIN-B2")] {
+        vault(identity)
+            .platform(app.other_platform.signer.clone())
+            .deposit(&deposit(external_ref, json!([])))
+            .await
+            .unwrap();
+    }
+    mismatch(
+        vault(&cert_a)
+            .platform(app.other_platform.signer.clone())
+            .deposit(&deposit("PIN-B3", json!([])))
+            .await,
+    );
+    // An unpinned funder may use any certificate the client CA issued.
+    let redeemed = vault(&cert_b)
+        .funder(app.funder.signer.clone())
+        .redeem(
+            &created.codes[0].code,
+            dzl_types::Purpose::CreditApplication,
+        )
+        .await
+        .unwrap();
+    assert_eq!(redeemed.deposit_id(), &created.deposit_id);
+}

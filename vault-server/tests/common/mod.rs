@@ -25,6 +25,7 @@ pub fn provision(dir: &std::path::Path, root: &RootKey) -> (Tenant, Tenant) {
             &keys.keyring,
             "test",
             NewTenant {
+                cert_pin: None,
                 kind,
                 name: name.into(),
                 scopes: None,

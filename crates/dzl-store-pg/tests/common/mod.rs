@@ -103,6 +103,7 @@ pub fn parties(f: &Fixture) -> Parties {
             &keys.keyring,
             "cli:test",
             NewTenant {
+                cert_pin: None,
                 kind,
                 name: name.into(),
                 scopes: None,

@@ -14,10 +14,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::SqliteStore;
 use crate::rules::{self, StoredCodeState};
 use crate::{
-    AuditQuery, Call, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState, KeyUsage, NewCode,
-    NewDeposit, PreviousSecret, PurgeCounts, PurgePlan, RedeemAttempt, Redeemed, RekeyedKek,
-    RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef, Store, StoreError,
-    StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery, UsageRow,
+    AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState, KeyUsage,
+    NewCode, NewDeposit, PreviousSecret, PurgeCounts, PurgePlan, RedeemAttempt, Redeemed,
+    RekeyedKek, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef, Store,
+    StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery,
+    UsageRow,
 };
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -342,7 +343,7 @@ fn owned_code(conn: &Connection, call: &Call, code: &CodeId) -> StoreResult<Code
 
 const TENANT_COLUMNS: &str = "id, kind, name, key_id, secret_kek_version, secret_sealed, scopes,
     purposes, rate_limit, state, created_at, previous_secret_kek_version, previous_secret_sealed,
-    previous_secret_valid_until";
+    previous_secret_valid_until, cert_pin";
 
 fn tenant_row(r: &Row<'_>) -> StoreResult<TenantRow> {
     let kind: String = r.get(1)?;
@@ -376,6 +377,10 @@ fn tenant_row(r: &Row<'_>) -> StoreResult<TenantRow> {
         state: TenantState::parse(&state).ok_or_else(|| corrupt("tenant state"))?,
         created_at: from_ms(r.get(10)?)?,
         previous_secret: previous,
+        cert_pin: r
+            .get::<_, Option<String>>(14)?
+            .map(|p| CertPin::parse(&p).map_err(|_| corrupt("tenant certificate pin")))
+            .transpose()?,
     })
 }
 
@@ -788,8 +793,8 @@ impl Store for SqliteStore {
             let purposes: Vec<&str> = t.purposes.iter().map(|p| p.as_str()).collect();
             conn.execute(
                 "INSERT INTO tenants (id, kind, name, key_id, secret_kek_version, secret_sealed, scopes,
-                     purposes, rate_limit, state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+                     purposes, rate_limit, state, created_at, updated_at, cert_pin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
                 params![
                     t.id.as_str(),
                     t.kind.as_str(),
@@ -801,7 +806,8 @@ impl Store for SqliteStore {
                     purposes.join(","),
                     t.rate_limit,
                     t.state.as_str(),
-                    ms(t.created_at)
+                    ms(t.created_at),
+                    t.cert_pin.as_ref().map(|p| p.to_string())
                 ],
             )?;
             bump_generation(conn)?;
@@ -814,7 +820,7 @@ impl Store for SqliteStore {
                     result: "ok".into(),
                     subject_tenant: Some(t.id.to_string()),
                     groups: t.scopes.map(|s| s.to_list()),
-                    detail: Some(format!("kind {}; purposes {}", t.kind.as_str(), purposes.join(","))),
+                    detail: Some(rules::tenant_added_detail(&t)),
                     ..Default::default()
                 },
             )
@@ -862,6 +868,41 @@ impl Store for SqliteStore {
                     detail: Some(reason),
                     ..Default::default()
                 },
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn set_tenant_cert_pin(
+        &self,
+        actor: &str,
+        tenant: &TenantId,
+        pin: Option<CertPin>,
+    ) -> StoreResult<bool> {
+        let (actor, tenant) = (actor.to_owned(), tenant.clone());
+        self.write(move |conn| {
+            let now = Utc::now();
+            let current: Option<Option<String>> = conn
+                .query_row(
+                    "SELECT cert_pin FROM tenants WHERE id = ?1",
+                    [tenant.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let wanted = pin.as_ref().map(|p| p.to_string());
+            match current {
+                None => return Err(StoreError::Invalid(format!("no tenant {tenant}"))),
+                Some(c) if c == wanted => return Ok(false),
+                Some(_) => {}
+            }
+            conn.execute(
+                "UPDATE tenants SET cert_pin = ?1, updated_at = ?2 WHERE id = ?3",
+                params![wanted, ms(now), tenant.as_str()],
+            )?;
+            bump_generation(conn)?;
+            append_audit(
+                conn,
+                rules::cert_pin_audit(actor, &tenant, pin.as_ref(), at(now)),
             )?;
             Ok(true)
         })

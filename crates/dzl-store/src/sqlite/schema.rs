@@ -187,6 +187,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tenants ADD COLUMN previous_secret_sealed BLOB;
     ALTER TABLE tenants ADD COLUMN previous_secret_valid_until INTEGER;
     ",
+    // 3: a tenant may be pinned to its client certificate (`sha256:<hex>`
+    // or `subject:<DN>`, dzl_crypto::CertPin's stored form).
+    "ALTER TABLE tenants ADD COLUMN cert_pin TEXT;",
 ];
 
 /// Brings the schema up to date in one transaction, reading the version
@@ -273,6 +276,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(previous, None);
+        let pin: Option<String> = conn
+            .query_row("SELECT cert_pin FROM tenants", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pin, None, "migration 3: existing tenants are not pinned");
         // Idempotent.
         migrate(&conn).unwrap();
     }

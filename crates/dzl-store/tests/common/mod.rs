@@ -20,6 +20,7 @@ pub fn tenants(
                 keyring,
                 "test",
                 NewTenant {
+                    cert_pin: None,
                     kind: *kind,
                     name: (*name).into(),
                     scopes: None,

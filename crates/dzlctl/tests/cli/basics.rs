@@ -96,6 +96,7 @@ fn tenants_of_each_kind_are_added_and_listed_without_secrets() {
     let operator = v.add(&["--kind", "operator", "--name", "Compliance desk"]);
 
     let fields = [
+        "cert_pin",
         "key_id",
         "kind",
         "name",
@@ -130,6 +131,7 @@ fn tenants_of_each_kind_are_added_and_listed_without_secrets() {
         assert_eq!(
             keys(row),
             [
+                "cert_pin",
                 "created_at",
                 "key_id",
                 "kind",
@@ -190,6 +192,104 @@ fn suspend_and_resume_round_trip_and_repeats_change_nothing() {
 
     let text = stdout(&v.run(&["tenant", "resume", id]));
     assert!(text.contains("already active"), "{text}");
+}
+
+#[test]
+fn pin_and_unpin_a_tenant_to_its_client_certificate() {
+    let v = Vault::initialised();
+    let platform = v.add(&["--kind", "platform", "--name", "P"]);
+    let id = platform["tenant_id"].as_str().unwrap();
+    assert_eq!(platform["cert_pin"], Value::Null);
+    // A certificate as a platform would send it (PEM).
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "platform-a");
+    let cert = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let pem = v.data().with_file_name("platform-a.pem");
+    std::fs::write(&pem, cert.pem()).unwrap();
+    let pem = pem.to_str().unwrap();
+    let fingerprint = dzl_crypto::CertIdentity::from_der(cert.der()).sha256_hex();
+
+    let (c1, pinned) = v.json(&["tenant", "pin", id, "--cert-file", pem]);
+    let (c2, again) = v.json(&["tenant", "pin", id, "--cert-file", pem]);
+    let (c3, by_subject) = v.json(&["tenant", "pin", id, "--cert-file", pem, "--by", "subject"]);
+    let colons = fingerprint
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let (c4, by_hex) = v.json(&["tenant", "pin", id, "--cert-sha256", &colons]);
+    assert_eq!([c1, c2, c3, c4], [0; 4]);
+    assert_eq!(
+        pinned,
+        serde_json::json!({"tenant_id": id, "cert_pin": format!("sha256:{fingerprint}"), "changed": true})
+    );
+    assert_eq!(again["changed"], false);
+    assert_eq!(by_subject["cert_pin"], "subject:CN=platform-a");
+    assert_eq!(by_hex["cert_pin"], format!("sha256:{fingerprint}"));
+    assert_eq!(by_hex["changed"], true);
+    assert_eq!(v.tenants()[0]["cert_pin"], format!("sha256:{fingerprint}"));
+    let list = stdout(&v.run(&["tenant", "list"]));
+    assert!(
+        list.contains("CERT PIN") && list.contains(&fingerprint),
+        "{list}"
+    );
+
+    // Refused before anything is opened or changed: exit 2.
+    for bad in [
+        &["tenant", "pin", id][..],
+        &["tenant", "pin", id, "--cert-sha256", "abcd"],
+        &["tenant", "pin", id, "--cert-subject", ""],
+        &["tenant", "pin", id, "--by", "subject"],
+        &[
+            "tenant",
+            "pin",
+            id,
+            "--cert-subject",
+            "CN=a",
+            "--cert-file",
+            pem,
+        ],
+        &["tenant", "pin", id, "--cert-file", "/nonexistent/cert.pem"],
+    ] {
+        let (code, doc) = v.json(bad);
+        assert_eq!(code, 2, "{bad:?}: {doc}");
+    }
+    assert_eq!(v.tenants()[0]["cert_pin"], format!("sha256:{fingerprint}"));
+
+    let (c5, unpinned) = v.json(&["tenant", "unpin", id]);
+    let (c6, unpinned_again) = v.json(&["tenant", "unpin", id]);
+    assert_eq!([c5, c6], [0, 0]);
+    assert_eq!(
+        unpinned,
+        serde_json::json!({"tenant_id": id, "cert_pin": null, "changed": true})
+    );
+    assert_eq!(unpinned_again["changed"], false);
+    assert_eq!(v.tenants()[0]["cert_pin"], Value::Null);
+
+    // Pinned from the start.
+    let funder = v.add(&[
+        "--kind",
+        "funder",
+        "--name",
+        "Bank",
+        "--cert-subject",
+        "CN=bank",
+    ]);
+    assert_eq!(funder["cert_pin"], "subject:CN=bank");
+    assert_eq!(v.tenants()[1]["cert_pin"], "subject:CN=bank");
+
+    // Every change audited: the 3 pins that changed something, the unpin;
+    // the funder's pin is in its tenant.add entry.
+    let export = stdout(&v.run(&["audit", "export"]));
+    assert_eq!(export.matches("\"tenant.pin\"").count(), 3, "{export}");
+    assert_eq!(export.matches("\"tenant.unpin\"").count(), 1, "{export}");
+    assert!(export.contains("client certificate pinned to subject:CN=bank"));
 }
 
 #[test]
@@ -401,6 +501,8 @@ fn every_lifecycle_verb_has_a_manual_page_and_the_test_clock_is_hidden() {
         &["purge"],
         &["usage"],
         &["tenant", "rotate-secret"],
+        &["tenant", "pin"],
+        &["tenant", "unpin"],
     ] {
         let text = help(verb);
         assert!(text.contains("Changes"), "{verb:?}: {text}");
