@@ -5,6 +5,8 @@
 
 mod auth;
 mod binary;
+#[path = "../common/mod.rs"]
+mod common;
 mod contract;
 mod flow;
 mod helpers;

@@ -3,8 +3,14 @@
 //! a deposit body.
 #![allow(dead_code)]
 
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
 use chrono::{Duration, Utc};
 use dzl_crypto::RootKey;
+use dzl_sdk::RawClient;
 use dzl_sdk::Signer;
 use dzl_store::admin::{self, NewTenant};
 use dzl_store::{SqliteStore, TenantKind};
@@ -66,4 +72,76 @@ pub fn deposit_body(external_ref: &str, funder: &str) -> serde_json::Value {
         "risk": {"score": 712, "grade": "B+", "tags": ["thin_file"], "features": {"income_ratio": 0.42}},
         "grants": [{"funder_id": funder, "scopes": ["applicant", "risk"], "ttl_seconds": 3600}],
     })
+}
+
+/// A `dzl-vault serve` child process.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+/// Starts the real binary on `dir` (port 0, `extra_env` added), its log
+/// appended to `log`; returns once it printed its port.
+#[allow(clippy::zombie_processes)] // the caller kills and waits
+pub fn start(
+    dir: &Path,
+    root: &dzl_crypto::RootKey,
+    log: &Path,
+    extra_env: &[(&str, &std::ffi::OsStr)],
+) -> Server {
+    let already = std::fs::metadata(log)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dzl-vault"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("DZL_ROOT_KEY", root.to_base64())
+        .env_remove("DZL_ROOT_KEY_FILE")
+        .env("RUST_LOG", "debug")
+        .envs(extra_env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut bytes = Vec::new();
+        std::fs::File::open(log)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        // Only what this process wrote.
+        let text = String::from_utf8_lossy(&bytes[already.min(bytes.len())..]).into_owned();
+        if let Some(port) = text
+            .lines()
+            .find_map(|l| l.split("dzl-vault listening on port ").nth(1))
+            .and_then(|p| p.trim().parse::<u16>().ok())
+        {
+            return Server {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+            };
+        }
+        assert!(Instant::now() < deadline, "server did not start: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Waits until `/readyz` answers 200.
+pub async fn wait_ready(base: &str) {
+    let c = RawClient::new(base, None);
+    for _ in 0..100 {
+        if let Ok(r) = c.send("GET", "/readyz", b"").await {
+            if r.status == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("not ready");
 }
