@@ -3,6 +3,8 @@
  * makes every write to a file under $DZL_FAULT_DIR fail with EROFS (the
  * store's file system gone read-only) while the file named by
  * $DZL_FAULT_FLAG exists. Writes elsewhere (logs, sockets) are untouched.
+ * With $DZL_FAULT_ONLY_SYNC set, writes succeed and only fsync/fdatasync
+ * fail, with EIO (a disk that loses a flush).
  *
  *   cc -shared -fPIC -O2 -o libunwritable.so unwritable.c -ldl
  *   LD_PRELOAD=./libunwritable.so DZL_FAULT_DIR=/data DZL_FAULT_FLAG=/tmp/ro dzl-vault serve …
@@ -49,7 +51,10 @@ typedef int (*truncate_fn)(int, off_t);
     if (real_##name == NULL) { real_##name = (type)dlsym(RTLD_NEXT, #name); }
 
 #define REFUSE(fd) \
-    if (faulty(fd)) { errno = EROFS; return -1; }
+    if (getenv("DZL_FAULT_ONLY_SYNC") == NULL && faulty(fd)) { errno = EROFS; return -1; }
+
+#define REFUSE_SYNC(fd) \
+    if (faulty(fd)) { errno = getenv("DZL_FAULT_ONLY_SYNC") ? EIO : EROFS; return -1; }
 
 ssize_t write(int fd, const void *buf, size_t count) {
     REAL(write, write_fn);
@@ -71,13 +76,13 @@ ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset) {
 
 int fsync(int fd) {
     REAL(fsync, sync_fn);
-    REFUSE(fd);
+    REFUSE_SYNC(fd);
     return real_fsync(fd);
 }
 
 int fdatasync(int fd) {
     REAL(fdatasync, sync_fn);
-    REFUSE(fd);
+    REFUSE_SYNC(fd);
     return real_fdatasync(fd);
 }
 

@@ -4,12 +4,23 @@
 //! attached to one connection so a request commits to both in one
 //! transaction.
 //!
-//! Both run in WAL mode with `synchronous=FULL` (a 2xx means the write is on
-//! disk) and `secure_delete` (erased keys are overwritten, not left in free
-//! pages). One writer thread owns the write connection: callers queue jobs;
-//! the thread runs every queued job in its own savepoint inside one
-//! transaction and commits once (group commit). A failing job rolls back
-//! only its savepoint; a failing commit fails every job of the batch.
+//! Both run in WAL mode with `secure_delete` (erased keys are overwritten, not
+//! left in free pages), and a 2xx means the write is on disk. One writer
+//! thread owns the write connection: callers queue jobs; the thread runs
+//! every queued job in its own savepoint inside one transaction and commits
+//! once (group commit). A failing job rolls back only its savepoint; a
+//! failing commit fails every job of the batch.
+//!
+//! Durability is `synchronous=FULL`'s, pipelined: the writer commits without
+//! waiting for the disk and hands the batch to a sync thread, which
+//! `fdatasync`s both WAL files and only then answers the batch's callers —
+//! while the writer already runs the next batch. A commit is answered only
+//! once its frames (and every earlier frame) are on disk, as with FULL. The
+//! checkpointer's connection keeps `synchronous=FULL`, so WAL frames are
+//! synced before they are copied into the database files. If an `fdatasync`
+//! fails, the store refuses every later write until it is reopened: after a
+//! failed flush the kernel may have dropped pages, and writing on would
+//! build on a hole.
 //!
 //! Caveat: with WAL, SQLite commits the two files one after the other, so a
 //! power cut between the two commits can leave a deposit whose identity row
@@ -21,8 +32,9 @@ mod schema;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, ErrorCode as SqlCode};
@@ -40,6 +52,7 @@ pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     reader: Mutex<Connection>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
     dir: PathBuf,
 }
@@ -121,7 +134,8 @@ fn open_connection(dir: &Path) -> StoreResult<Connection> {
          PRAGMA ident.secure_delete = ON;
          PRAGMA main.cache_size = -32768;
          PRAGMA ident.cache_size = -32768;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
     )?;
     Ok(conn)
 }
@@ -134,8 +148,10 @@ impl SqliteStore {
         restrict_dir(dir);
         let writer_conn = open_connection(dir)?;
         schema::migrate(&writer_conn)?;
+        // The sync thread makes each commit durable before it is answered.
         writer_conn.execute_batch(
-            "PRAGMA main.wal_autocheckpoint = 0; PRAGMA ident.wal_autocheckpoint = 0;",
+            "PRAGMA main.wal_autocheckpoint = 0; PRAGMA ident.wal_autocheckpoint = 0;
+             PRAGMA main.synchronous = OFF; PRAGMA ident.synchronous = OFF;",
         )?;
         let reader = open_connection(dir)?;
         let checkpoint_conn = open_connection(dir)?;
@@ -144,15 +160,25 @@ impl SqliteStore {
             .name("dzl-sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx))
             .map_err(|e| StoreError::Unavailable(format!("starting the checkpointer: {e}")))?;
+        // Set when an `fdatasync` fails: no write is accepted any more.
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let (sync_tx, sync_rx) = mpsc::channel::<Vec<Completion>>();
+        let wals = Wals::new(dir);
+        let sync_poison = poisoned.clone();
+        let syncer = std::thread::Builder::new()
+            .name("dzl-sqlite-sync".into())
+            .spawn(move || sync_loop(wals, sync_rx, sync_poison))
+            .map_err(|e| StoreError::Unavailable(format!("starting the sync thread: {e}")))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("dzl-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
+            .spawn(move || writer_loop(writer_conn, rx, sync_tx, poisoned))
             .map_err(|e| StoreError::Unavailable(format!("starting writer: {e}")))?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(tx)),
             reader: Mutex::new(reader),
             writer: Mutex::new(Some(handle)),
+            syncer: Mutex::new(Some(syncer)),
             checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
             dir: dir.to_owned(),
         })
@@ -218,8 +244,14 @@ impl SqliteStore {
                 let _ = h.join();
             }
         }
-        // The writer checkpoints both WALs (TRUNCATE) as it stops.
+        // The writer checkpoints both WALs (TRUNCATE) as it stops; the sync
+        // thread answers the last batches and stops after it.
         if let Ok(mut w) = self.writer.lock() {
+            if let Some(h) = w.take() {
+                let _ = h.join();
+            }
+        }
+        if let Ok(mut w) = self.syncer.lock() {
             if let Some(h) = w.take() {
                 let _ = h.join();
             }
@@ -248,11 +280,14 @@ fn in_savepoint<R>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> StoreResult<R>,
 ) -> StoreResult<R> {
-    conn.execute_batch("SAVEPOINT job")?;
+    // Prepared once per connection: a savepoint per job is on every write.
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
         .unwrap_or_else(|_| Err(StoreError::Corrupt("a store job panicked".into())));
     let end = if result.is_ok() {
-        conn.execute_batch("RELEASE job")
+        conn.prepare_cached("RELEASE job")
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
     } else {
         conn.execute_batch("ROLLBACK TO job; RELEASE job")
     };
@@ -260,10 +295,23 @@ fn in_savepoint<R>(
     result
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+/// Why a poisoned store refuses writes.
+const POISONED: &str = "the store could not make a write durable (fdatasync failed); \
+    check the disk, then restart the vault";
+
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    synced: mpsc::Sender<Vec<Completion>>,
+    poisoned: Arc<AtomicBool>,
+) {
     while let Ok(first) = rx.recv() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = map_sql(e);
+        let begin = if poisoned.load(Ordering::Acquire) {
+            Err(StoreError::Unavailable(POISONED.into()))
+        } else {
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(map_sql)
+        };
+        if let Err(err) = begin {
             first(Err(&err))(None);
             while let Ok(job) = rx.try_recv() {
                 job(Err(&err))(None);
@@ -277,20 +325,101 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let commit = conn.execute_batch("COMMIT").map_err(map_sql);
-        if let Err(e) = &commit {
-            log::error!("commit of {} jobs failed: {e}", completions.len());
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        let err = commit.err();
-        for c in completions {
-            c(err.clone());
+        match conn.execute_batch("COMMIT").map_err(map_sql) {
+            Err(e) => {
+                log::error!("commit of {} jobs failed: {e}", completions.len());
+                let _ = conn.execute_batch("ROLLBACK");
+                for c in completions {
+                    c(Some(e.clone()));
+                }
+            }
+            // Answered by the sync thread once the WALs are on disk.
+            Ok(()) => {
+                if let Err(mpsc::SendError(completions)) = synced.send(completions) {
+                    let e = StoreError::Unavailable("the sync thread stopped".into());
+                    for c in completions {
+                        c(Some(e.clone()));
+                    }
+                }
+            }
         }
     }
     // Checkpoint on a clean stop so the WAL does not grow across restarts.
     let _ = conn.execute_batch(
-        "PRAGMA main.wal_checkpoint(TRUNCATE); PRAGMA ident.wal_checkpoint(TRUNCATE);",
+        "PRAGMA main.synchronous = FULL; PRAGMA ident.synchronous = FULL;
+         PRAGMA main.wal_checkpoint(TRUNCATE); PRAGMA ident.wal_checkpoint(TRUNCATE);",
     );
+}
+
+/// The two WAL files, each opened once it exists (SQLite keeps a WAL while
+/// any connection is open, so a handle stays valid).
+struct Wals {
+    dir: PathBuf,
+    paths: [PathBuf; 2],
+    files: [Option<std::fs::File>; 2],
+}
+
+impl Wals {
+    fn new(dir: &Path) -> Wals {
+        let wal = |db: PathBuf| {
+            let mut name = db.into_os_string();
+            name.push("-wal");
+            PathBuf::from(name)
+        };
+        Wals {
+            dir: dir.to_owned(),
+            paths: [wal(vault_db(dir)), wal(identity_db(dir))],
+            files: [None, None],
+        }
+    }
+
+    /// `fdatasync`s both WAL files. A WAL that does not exist yet holds no
+    /// commit; when one is first opened, the directory is synced too, so
+    /// its entry is as durable as its frames.
+    fn sync(&mut self) -> std::io::Result<()> {
+        for (slot, path) in self.files.iter_mut().zip(&self.paths) {
+            if slot.is_none() {
+                match std::fs::File::open(path) {
+                    Ok(f) => {
+                        std::fs::File::open(&self.dir)?.sync_all()?;
+                        *slot = Some(f);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(f) = slot {
+                f.sync_data()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answers committed batches once both WAL files are on disk, as many
+/// batches per `fdatasync` as have queued up meanwhile.
+fn sync_loop(mut wals: Wals, rx: mpsc::Receiver<Vec<Completion>>, poisoned: Arc<AtomicBool>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batches.push(more);
+        }
+        let err = if poisoned.load(Ordering::Acquire) {
+            Some(StoreError::Unavailable(POISONED.into()))
+        } else {
+            match wals.sync() {
+                Ok(()) => None,
+                Err(e) => {
+                    log::error!("fdatasync of the WAL failed: {e}; the store refuses writes until it is reopened");
+                    poisoned.store(true, Ordering::Release);
+                    Some(StoreError::Unavailable(POISONED.into()))
+                }
+            }
+        };
+        for c in batches.into_iter().flatten() {
+            c(err.clone());
+        }
+    }
 }
 
 #[cfg(unix)]
