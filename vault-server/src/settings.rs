@@ -49,6 +49,9 @@ pub struct StoreSettings {
     pub pool_size: u32,
     /// Longest a PostgreSQL statement may run, in milliseconds.
     pub statement_timeout_ms: u64,
+    /// PEM CA certificates PostgreSQL's server certificate must chain to;
+    /// required when `url` says `sslmode=require`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for StoreSettings {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for StoreSettings {
             .field("data_dir", &self.data_dir)
             .field("url", &self.url.as_ref().map(|_| "<set>"))
             .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +104,7 @@ impl Default for StoreSettings {
             url: None,
             pool_size: 16,
             statement_timeout_ms: 5000,
+            ca_file: None,
         }
     }
 }

@@ -45,6 +45,7 @@ fn open_store(
         let opts = dzl_store_pg::PgOptions {
             pool_size: settings.store.pool_size,
             statement_timeout: Duration::from_millis(settings.store.statement_timeout_ms),
+            ca_file: settings.store.ca_file.clone(),
             ..Default::default()
         };
         let store = dzl_store_pg::PgStore::connect(url, opts)

@@ -91,8 +91,9 @@ use std::time::Duration;
 
 use dzl_store::{StoreError, StoreResult};
 use dzl_types::ErrorCode;
+use postgres::config::SslMode;
 use postgres::error::SqlState;
-use postgres::{Client, IsolationLevel, NoTls, Transaction};
+use postgres::{Client, IsolationLevel, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
 pub use guards::PgGuards;
@@ -103,16 +104,63 @@ pub use guards::PgGuards;
 /// server drops its store on one at shutdown, so the last handle must not
 /// close connections there.
 #[derive(Clone)]
-pub(crate) struct Pool(Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>);
+pub(crate) struct Pool(Option<r2d2::Pool<Manager>>);
+
+/// Every pool's TLS connector: rustls, used when the URL says
+/// `sslmode=require` (see [`tls_connector`]); otherwise TLS is off.
+type Tls = tokio_postgres_rustls::MakeRustlsConnect;
+type Manager = PostgresConnectionManager<Tls>;
+
+/// The connector for `config`. With `sslmode=require` the server's
+/// certificate must chain to a CA in `ca_file` and name the host connected
+/// to (stricter than libpq's `require`, which checks nothing); any other
+/// `sslmode` is set to `disable`.
+fn tls_connector(
+    config: &mut postgres::Config,
+    ca_file: Option<&std::path::Path>,
+) -> StoreResult<Tls> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    if config.get_ssl_mode() == SslMode::Require {
+        let ca = ca_file.ok_or_else(|| {
+            StoreError::Invalid(
+                "sslmode=require needs store.ca_file: the PEM CA certificates the PostgreSQL \
+                 server's certificate must chain to"
+                    .into(),
+            )
+        })?;
+        let bad =
+            |why: String| StoreError::Invalid(format!("store.ca_file {}: {why}", ca.display()));
+        for cert in
+            rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))?
+        {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("no certificate in it".into()));
+        }
+    } else {
+        config.ssl_mode(SslMode::Disable);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Invalid(format!("TLS to PostgreSQL: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(client))
+}
 
 impl Pool {
-    fn new(pool: r2d2::Pool<PostgresConnectionManager<NoTls>>) -> Self {
+    fn new(pool: r2d2::Pool<Manager>) -> Self {
         Pool(Some(pool))
     }
 }
 
 impl std::ops::Deref for Pool {
-    type Target = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+    type Target = r2d2::Pool<Manager>;
     fn deref(&self) -> &Self::Target {
         // Only `drop` takes it out.
         self.0
@@ -168,6 +216,9 @@ pub struct PgOptions {
     pub isolation: Isolation,
     /// Attempts of one transaction that keeps failing with 40001/40P01.
     pub max_attempts: u32,
+    /// PEM CA certificates the server's certificate must chain to; required
+    /// when the URL says `sslmode=require` (TLS to the database).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PgOptions {
@@ -179,6 +230,7 @@ impl Default for PgOptions {
             idle_in_transaction_timeout: Duration::from_secs(10),
             isolation: Isolation::ReadCommitted,
             max_attempts: 12,
+            ca_file: None,
         }
     }
 }
@@ -262,7 +314,8 @@ impl PgStore {
         let mut config = parse_config(url)?;
         let target: Arc<str> = describe_target(&config).into();
         config.connect_timeout(opts.connect_timeout);
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let tls = tls_connector(&mut config, opts.ca_file.as_deref())?;
+        let manager = PostgresConnectionManager::new(config, tls);
         let pool = r2d2::Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
@@ -301,9 +354,7 @@ impl PgStore {
     }
 
     /// A pooled connection.
-    pub(crate) fn conn(
-        &self,
-    ) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    pub(crate) fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
         pooled(&self.pool, &self.target)
     }
 
@@ -376,10 +427,7 @@ impl PgStore {
     }
 }
 
-pub(crate) fn pooled(
-    pool: &Pool,
-    target: &str,
-) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+pub(crate) fn pooled(pool: &Pool, target: &str) -> StoreResult<r2d2::PooledConnection<Manager>> {
     pool.get().map_err(|e| {
         StoreError::Unavailable(format!("no connection to PostgreSQL at {target}: {e}"))
     })

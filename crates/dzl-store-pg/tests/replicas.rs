@@ -466,3 +466,141 @@ fn a_replica_recovers_when_the_database_drops_its_connections() {
     f.store.ping().unwrap();
     assert!(f.store.verify_audit(&mut |_| {}).unwrap().is_ok());
 }
+
+/// Turns the test server's TLS on with a throw-away certificate (ALTER
+/// SYSTEM, reload) and puts its own settings back when dropped.
+struct ServerCertificate {
+    admin: postgres::Client,
+}
+
+impl Drop for ServerCertificate {
+    fn drop(&mut self) {
+        // One statement at a time: ALTER SYSTEM refuses a transaction block.
+        for sql in [
+            "ALTER SYSTEM RESET ssl",
+            "ALTER SYSTEM RESET ssl_cert_file",
+            "ALTER SYSTEM RESET ssl_key_file",
+            "SELECT pg_reload_conf()",
+        ] {
+            let _ = self.admin.batch_execute(sql);
+        }
+    }
+}
+
+/// The uid and gid of the `postgres` account, when there is one.
+fn postgres_account() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
+    let mut fields = line.split(':').skip(2);
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+#[test]
+fn with_sslmode_require_the_store_talks_tls_and_checks_the_server_certificate() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let url = pg_url_or_skip!();
+    let skip = |why: &str| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: TLS to PostgreSQL needs {why} (a PostgreSQL test did not run)"
+        );
+    };
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let superuser: String = admin.query_one("SHOW is_superuser", &[]).unwrap().get(0);
+    let (Some((uid, gid)), true, true) = (
+        postgres_account(),
+        superuser == "on",
+        url.contains("@127.0.0.1:") || url.contains("@localhost:"),
+    ) else {
+        skip("a local server, a postgres account and a superuser test role");
+        return;
+    };
+
+    // A CA and a server certificate for 127.0.0.1, readable by the server.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "dzl test database CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
+    for p in [dir.path(), &cert_file, &key_file] {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+    }
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let wrong_ca = dir.path().join("other-ca.pem");
+    let other = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    std::fs::write(&wrong_ca, other.pem()).unwrap();
+
+    let mut guard = ServerCertificate { admin };
+    for (setting, value) in [
+        ("ssl_cert_file", cert_file.display().to_string()),
+        ("ssl_key_file", key_file.display().to_string()),
+        ("ssl", "on".to_owned()),
+    ] {
+        guard
+            .admin
+            .batch_execute(&format!("ALTER SYSTEM SET {setting} = '{value}'"))
+            .unwrap();
+    }
+    guard
+        .admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let db = fresh_database(&url).unwrap();
+    let tls_url = format!("{}?sslmode=require", db.url());
+    let with_ca = |ca: Option<&std::path::Path>| {
+        PgStore::connect(
+            &tls_url,
+            PgOptions {
+                ca_file: ca.map(|p| p.to_owned()),
+                // A refused certificate is retried until this runs out.
+                connect_timeout: Duration::from_secs(2),
+                ..options()
+            },
+        )
+    };
+    // The right CA: connected, over TLS as the server sees it.
+    let store = with_ca(Some(&ca_file)).unwrap();
+    assert!(!store.is_initialised().unwrap());
+    let tls_sessions: i64 = guard
+        .admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = $1 AND a.application_name = 'dzl-vault' AND s.ssl",
+            &[&db.name()],
+        )
+        .unwrap()
+        .get(0);
+    assert!(tls_sessions >= 1, "no TLS session seen by the server");
+    drop(store);
+    // Another CA: the server's certificate is refused, nothing connects.
+    match with_ca(Some(&wrong_ca)) {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("127.0.0.1"), "{why}"),
+        other => panic!("a server certificate from another CA was accepted: {other:?}"),
+    }
+    // sslmode=require without a CA to check against: refused up front.
+    match with_ca(None) {
+        Err(StoreError::Invalid(why)) => assert!(why.contains("ca_file"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // No sslmode: plaintext, as before (TLS only when asked for).
+    PgStore::connect(db.url(), options()).unwrap();
+}

@@ -68,6 +68,10 @@ pub struct StoreSettings {
     /// server, `DZL__STORE__URL`).
     #[serde(default)]
     pub url: Option<String>,
+    /// PEM CA certificates PostgreSQL's server certificate must chain to
+    /// (with `sslmode=require` in the URL; `DZL__STORE__CA_FILE`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -82,6 +86,7 @@ impl Settings {
         Settings {
             store: StoreSettings {
                 url: None,
+                ca_file: None,
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             },
             retention: RetentionSettings {

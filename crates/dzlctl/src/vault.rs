@@ -118,7 +118,10 @@ impl Context {
         match &self.settings.store.url {
             Some(url) => Ok(Box::new(dzl_store_pg::PgStore::connect(
                 url,
-                Default::default(),
+                dzl_store_pg::PgOptions {
+                    ca_file: self.settings.store.ca_file.clone(),
+                    ..Default::default()
+                },
             )?)),
             None => Ok(Box::new(SqliteStore::open(&self.data_dir)?)),
         }
