@@ -336,6 +336,75 @@ fn build_unwritable_shim(dir: &Path) -> Option<std::path::PathBuf> {
     built.then_some(out)
 }
 
+/// The real binary over a fresh store with the fault shim preloaded: the
+/// fault is on while `flag` exists.
+struct Shimmed {
+    _base: tempfile::TempDir,
+    data: std::path::PathBuf,
+    flag: std::path::PathBuf,
+    log: std::path::PathBuf,
+    root: RootKey,
+    platform: common::Tenant,
+    funder: common::Tenant,
+    env: Vec<(&'static str, std::ffi::OsString)>,
+}
+
+impl Shimmed {
+    /// `None` (after a loud SKIPPED) when there is no C compiler. With
+    /// `only_sync`, writes succeed and only flushes fail.
+    fn new(test: &str, only_sync: bool) -> Option<Shimmed> {
+        let base = tempfile::tempdir().unwrap();
+        let Some(shim) = build_unwritable_shim(base.path()) else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {test} needs a C compiler (cc) for its LD_PRELOAD shim"
+            );
+            return None;
+        };
+        // Canonical, as the shim sees the store's files under /proc/self/fd.
+        std::fs::create_dir_all(base.path().join("data")).unwrap();
+        let data = base.path().join("data").canonicalize().unwrap();
+        let flag = base.path().join("fault");
+        let root = RootKey::generate(&dzl_crypto::SystemRandom::new()).unwrap();
+        let (platform, funder) = provision(&data, &root);
+        let mut env = vec![
+            ("LD_PRELOAD", shim.into_os_string()),
+            ("DZL_FAULT_DIR", data.clone().into_os_string()),
+            ("DZL_FAULT_FLAG", flag.clone().into_os_string()),
+        ];
+        if only_sync {
+            env.push(("DZL_FAULT_ONLY_SYNC", "1".into()));
+        }
+        Some(Shimmed {
+            log: base.path().join("server.log"),
+            _base: base,
+            data,
+            flag,
+            root,
+            platform,
+            funder,
+            env,
+        })
+    }
+
+    /// Starts the binary; returns it once ready.
+    async fn start(&self) -> common::Server {
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            self.env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        let server = common::start(&self.data, &self.root, &self.log, &env);
+        common::wait_ready(&server.base).await;
+        server
+    }
+
+    /// Clients of the platform and the funder.
+    fn clients(&self, server: &common::Server) -> (RawClient, RawClient) {
+        (
+            RawClient::new(server.base.clone(), Some(self.platform.signer.clone())),
+            RawClient::new(server.base.clone(), Some(self.funder.signer.clone())),
+        )
+    }
+}
+
 /// Issue 6, item 3: the store's file system turns read-only under a running
 /// server (every write and fsync under the data directory fails with EROFS,
 /// injected by an LD_PRELOAD shim into the real binary). Every answer is 503
@@ -346,34 +415,12 @@ fn build_unwritable_shim(dir: &Path) -> Option<std::path::PathBuf> {
 #[actix_web::test]
 #[allow(clippy::zombie_processes)] // the child is killed and waited for below
 async fn an_unwritable_store_answers_503_loses_nothing_and_recovers() {
-    let base = tempfile::tempdir().unwrap();
-    let Some(shim) = build_unwritable_shim(base.path()) else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: the unwritable-store test needs a C compiler (cc) for its LD_PRELOAD shim"
-        );
+    let Some(v) = Shimmed::new("the unwritable-store test", false) else {
         return;
     };
-    // Canonical, as the shim sees the store's files under /proc/self/fd.
-    std::fs::create_dir_all(base.path().join("data")).unwrap();
-    let data = base.path().join("data").canonicalize().unwrap();
-    let flag = base.path().join("read-only");
-    let log = base.path().join("server.log");
-    let root = RootKey::generate(&dzl_crypto::SystemRandom::new()).unwrap();
-    let (platform, funder) = provision(&data, &root);
-    let server = common::start(
-        &data,
-        &root,
-        &log,
-        &[
-            ("LD_PRELOAD", shim.as_os_str()),
-            ("DZL_FAULT_DIR", data.as_os_str()),
-            ("DZL_FAULT_FLAG", flag.as_os_str()),
-        ],
-    );
-    common::wait_ready(&server.base).await;
-    let p = RawClient::new(server.base.clone(), Some(platform.signer.clone()));
-    let f = RawClient::new(server.base.clone(), Some(funder.signer.clone()));
+    let server = v.start().await;
+    let (p, f) = v.clients(&server);
+    let (data, flag, funder) = (&v.data, &v.flag, &v.funder);
     let deposit =
         |i: usize| serde_json::to_vec(&deposit_body(&format!("RO-{i}"), &funder.id)).unwrap();
     let redeem = |code: &str| {
@@ -388,7 +435,7 @@ async fn an_unwritable_store_answers_503_loses_nothing_and_recovers() {
     }
 
     // Read-only: deposits and redemptions are refused with 503.
-    std::fs::write(&flag, b"").unwrap();
+    std::fs::write(flag, b"").unwrap();
     for i in 100..110 {
         let r = p.send("POST", "/v1/deposits", &deposit(i)).await.unwrap();
         assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
@@ -402,7 +449,7 @@ async fn an_unwritable_store_answers_503_loses_nothing_and_recovers() {
     assert!(!String::from_utf8_lossy(&r.body).contains("张三"));
 
     // Writable again: the same process recovers without a restart.
-    std::fs::remove_file(&flag).unwrap();
+    std::fs::remove_file(flag).unwrap();
     let mut recovered = false;
     for i in 200..250 {
         let r = p.send("POST", "/v1/deposits", &deposit(i)).await.unwrap();
@@ -438,13 +485,13 @@ async fn an_unwritable_store_answers_503_loses_nothing_and_recovers() {
     child.kill().unwrap();
     child.wait().unwrap();
     use dzl_store::Store as _;
-    let store = dzl_store::SqliteStore::open(&data).unwrap();
+    let store = dzl_store::SqliteStore::open(data).unwrap();
     let verified = store.verify_audit(&mut |_| {}).unwrap();
     assert!(verified.is_ok(), "{verified:?}");
     store.close();
     for db in [
-        dzl_store::sqlite::vault_db(&data),
-        dzl_store::sqlite::identity_db(&data),
+        dzl_store::sqlite::vault_db(data),
+        dzl_store::sqlite::identity_db(data),
     ] {
         let conn = rusqlite::Connection::open(&db).unwrap();
         let ok: String = conn
@@ -462,55 +509,36 @@ async fn an_unwritable_store_answers_503_loses_nothing_and_recovers() {
 #[actix_web::test]
 #[allow(clippy::zombie_processes)] // every child is killed and waited for below
 async fn a_lost_flush_stops_writes_until_a_restart() {
-    let base = tempfile::tempdir().unwrap();
-    let Some(shim) = build_unwritable_shim(base.path()) else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: the lost-flush test needs a C compiler (cc) for its LD_PRELOAD shim"
-        );
+    let Some(v) = Shimmed::new("the lost-flush test", true) else {
         return;
     };
-    std::fs::create_dir_all(base.path().join("data")).unwrap();
-    let data = base.path().join("data").canonicalize().unwrap();
-    let flag = base.path().join("lose-flushes");
-    let log = base.path().join("server.log");
-    let root = RootKey::generate(&dzl_crypto::SystemRandom::new()).unwrap();
-    let (platform, funder) = provision(&data, &root);
-    let env = [
-        ("LD_PRELOAD", shim.as_os_str()),
-        ("DZL_FAULT_DIR", data.as_os_str()),
-        ("DZL_FAULT_FLAG", flag.as_os_str()),
-        ("DZL_FAULT_ONLY_SYNC", std::ffi::OsStr::new("1")),
-    ];
-    let server = common::start(&data, &root, &log, &env);
-    common::wait_ready(&server.base).await;
-    let p = RawClient::new(server.base.clone(), Some(platform.signer.clone()));
+    let server = v.start().await;
+    let (p, _) = v.clients(&server);
+    let (data, flag, log, funder) = (&v.data, &v.flag, &v.log, &v.funder);
     let deposit =
         |i: usize| serde_json::to_vec(&deposit_body(&format!("LF-{i}"), &funder.id)).unwrap();
     let r = p.send("POST", "/v1/deposits", &deposit(0)).await.unwrap();
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let kept = r.json()["codes"][0]["code"].as_str().unwrap().to_owned();
 
-    std::fs::write(&flag, b"").unwrap();
+    std::fs::write(flag, b"").unwrap();
     let r = p.send("POST", "/v1/deposits", &deposit(1)).await.unwrap();
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["code"], "storage_unavailable");
     // The disk is fine again, but this process no longer trusts it.
-    std::fs::remove_file(&flag).unwrap();
+    std::fs::remove_file(flag).unwrap();
     for i in 2..5 {
         let r = p.send("POST", "/v1/deposits", &deposit(i)).await.unwrap();
         assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     }
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
     assert!(text.contains("fdatasync of the WAL failed"), "{text}");
 
     let mut child = server.child;
     child.kill().unwrap();
     child.wait().unwrap();
-    let server = common::start(&data, &root, &log, &env);
-    common::wait_ready(&server.base).await;
-    let p = RawClient::new(server.base.clone(), Some(platform.signer.clone()));
-    let f = RawClient::new(server.base.clone(), Some(funder.signer.clone()));
+    let server = v.start().await;
+    let (p, f) = v.clients(&server);
     let r = p.send("POST", "/v1/deposits", &deposit(5)).await.unwrap();
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let body = serde_json::to_vec(&json!({"code": kept, "purpose": "credit_application"})).unwrap();
@@ -521,7 +549,7 @@ async fn a_lost_flush_stops_writes_until_a_restart() {
     child.wait().unwrap();
 
     use dzl_store::Store as _;
-    let store = dzl_store::SqliteStore::open(&data).unwrap();
+    let store = dzl_store::SqliteStore::open(data).unwrap();
     let verified = store.verify_audit(&mut |_| {}).unwrap();
     assert!(verified.is_ok(), "{verified:?}");
     store.close();

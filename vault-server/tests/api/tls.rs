@@ -79,12 +79,19 @@ fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
-#[actix_web::test]
-async fn mutual_tls_round_trip_and_refusals() {
+/// A vault serving mutual TLS: its certificate from `server_ca`, client
+/// certificates required from `client_ca`.
+struct MtlsVault {
+    app: TestApp,
+    server_ca: Ca,
+    client_ca: Ca,
+    _dir: tempfile::TempDir,
+}
+
+async fn mtls_vault() -> MtlsVault {
     let dir = tempfile::tempdir().unwrap();
     let server_ca = Ca::new("dzl test server CA");
     let client_ca = Ca::new("dzl test client CA");
-    let stranger_ca = Ca::new("someone else's CA");
     let (cert, key) = server_ca.leaf("vault.test", &["localhost", "127.0.0.1"]);
     let write = |name: &str, text: &str| {
         let p = dir.path().join(name);
@@ -95,7 +102,19 @@ async fn mutual_tls_round_trip_and_refusals() {
     opts.settings.tls.cert_file = Some(write("server.pem", &cert));
     opts.settings.tls.key_file = Some(write("server.key", &key));
     opts.settings.tls.client_ca_file = Some(write("clients.pem", &client_ca.issuer.pem()));
-    let app = spawn_app_with(opts).await;
+    MtlsVault {
+        app: spawn_app_with(opts).await,
+        server_ca,
+        client_ca,
+        _dir: dir,
+    }
+}
+
+#[actix_web::test]
+async fn mutual_tls_round_trip_and_refusals() {
+    let v = mtls_vault().await;
+    let (app, server_ca, client_ca) = (&v.app, &v.server_ca, &v.client_ca);
+    let stranger_ca = Ca::new("someone else's CA");
     let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
 
     // A platform with a certificate from the client CA: a signed deposit over TLS.
@@ -206,20 +225,8 @@ fn der(pem: &str) -> Vec<u8> {
 
 #[actix_web::test]
 async fn a_pinned_tenant_is_answered_only_over_its_own_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_ca = Ca::new("dzl test server CA");
-    let client_ca = Ca::new("dzl test client CA");
-    let (cert, key) = server_ca.leaf("vault.test", &["localhost"]);
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let mut opts = Options::default();
-    opts.settings.tls.cert_file = Some(write("server.pem", &cert));
-    opts.settings.tls.key_file = Some(write("server.key", &key));
-    opts.settings.tls.client_ca_file = Some(write("clients.pem", &client_ca.issuer.pem()));
-    let app = spawn_app_with(opts).await;
+    let v = mtls_vault().await;
+    let (app, server_ca, client_ca) = (&v.app, &v.server_ca, &v.client_ca);
     let https = app
         .base
         .replace("http://", "https://")
