@@ -6,11 +6,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use dzl_audit::{AuditEntry, AuditRecord, Head};
 use dzl_store::rules::{self, StoredCodeState};
 use dzl_store::{
-    AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState, KeyUsage,
-    NewCode, NewDeposit, PreviousSecret, PurgeCounts, PurgePlan, RedeemAttempt, Redeemed,
-    RekeyedKek, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef, Store,
-    StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery,
-    UsageRow,
+    AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState,
+    KekVersion, KeyUsage, NewCode, NewDeposit, PreviousSecret, PurgeCounts, PurgePlan,
+    RedeemAttempt, Redeemed, RekeyedKek, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret,
+    SecretRef, Store, StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState,
+    UsageQuery, UsageRow,
 };
 use dzl_types::wire::{
     CodeState, CodeStatus, Decision, Outcome, OutcomeRequest, SubjectAccessResponse,
@@ -1057,6 +1057,25 @@ impl Store for PgStore {
                     ..record(call, "ok")
                 }],
             )
+        })
+    }
+
+    fn kek_versions(&self) -> StoreResult<Vec<KekVersion>> {
+        self.read(|c| {
+            let rows = c.query(
+                "SELECT version, state, wrapped FROM dzl.keks ORDER BY version",
+                &[],
+            )?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let state: String = get(r, 1)?;
+                out.push(KekVersion {
+                    version: version_of(get(r, 0)?)?,
+                    state: KekState::parse(&state).ok_or_else(|| corrupt("kek state"))?,
+                    wrapped: get(r, 2)?,
+                });
+            }
+            Ok(out)
         })
     }
 

@@ -99,6 +99,20 @@ fn rotation_keeps_old_versions_for_decryption() {
         .map(|k| k.state.as_str())
         .collect();
     assert_eq!(states, ["decrypt_only", "active"]);
+    // What loading the keyring reads: the same versions, without counting.
+    let versions: Vec<_> = store
+        .kek_versions()
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.version, k.state.as_str(), k.wrapped))
+        .collect();
+    let full: Vec<_> = store
+        .keks()
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.version, k.state.as_str(), k.wrapped))
+        .collect();
+    assert_eq!(versions, full);
     // Another replica sees the rotation.
     let replica = f.replica();
     assert_eq!(

@@ -219,7 +219,7 @@ impl std::fmt::Debug for VaultKeys {
 
 /// Opens the keyring with `root`.
 pub fn load_keyring(store: &dyn Store, root: &RootKey) -> AdminResult<Keyring> {
-    let rows = store.keks()?;
+    let rows = store.kek_versions()?;
     if rows.is_empty() {
         return Err(AdminError::NotInitialised);
     }

@@ -133,8 +133,12 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- keys ----
 
-    /// The keyring as stored, with what each version still protects.
+    /// The keyring as stored, with what each version still protects (counts
+    /// every data key: for `keys list` and retirement, not for loading).
     fn keks(&self) -> StoreResult<Vec<KekRow>>;
+    /// The keyring's versions and wrapped keys alone, oldest first: what
+    /// loading the keyring needs, in time independent of the store's size.
+    fn kek_versions(&self) -> StoreResult<Vec<KekVersion>>;
     /// Adds KEK `version` as active; the previous active one becomes decrypt-only.
     fn rotate_kek(&self, actor: &str, version: u32, wrapped: Vec<u8>) -> StoreResult<()>;
     /// A sealed secret of the vault (receipt signing key, subject index key).

@@ -160,7 +160,20 @@ impl KekState {
     }
 }
 
-/// A KEK as stored: wrapped by the root key.
+/// A KEK version as stored, wrapped by the root key: what opening the
+/// keyring needs (read without counting what each version protects).
+#[derive(Debug, Clone)]
+pub struct KekVersion {
+    /// Version, from 1.
+    pub version: u32,
+    /// State.
+    pub state: KekState,
+    /// Wrapped by the root key (empty once retired).
+    pub wrapped: Vec<u8>,
+}
+
+/// A KEK version as stored, with what it still protects (`dzlctl keys list`,
+/// retirement).
 #[derive(Debug, Clone)]
 pub struct KekRow {
     /// Version, from 1.

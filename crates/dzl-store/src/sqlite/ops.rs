@@ -14,11 +14,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::SqliteStore;
 use crate::rules::{self, StoredCodeState};
 use crate::{
-    AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState, KeyUsage,
-    NewCode, NewDeposit, PreviousSecret, PurgeCounts, PurgePlan, RedeemAttempt, Redeemed,
-    RekeyedKek, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef, Store,
-    StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery,
-    UsageRow,
+    AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState,
+    KekVersion, KeyUsage, NewCode, NewDeposit, PreviousSecret, PurgeCounts, PurgePlan,
+    RedeemAttempt, Redeemed, RekeyedKek, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret,
+    SecretRef, Store, StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState,
+    UsageQuery, UsageRow,
 };
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -931,6 +931,24 @@ impl Store for SqliteStore {
                     retired_at: r.get::<_, Option<i64>>(4)?.map(from_ms).transpose()?,
                     data_keys: r.get::<_, i64>(5)? as u64,
                     secrets: r.get::<_, i64>(6)? as u64,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn kek_versions(&self) -> StoreResult<Vec<KekVersion>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT version, state, wrapped FROM keks ORDER BY version")?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let state: String = r.get(1)?;
+                out.push(KekVersion {
+                    version: r.get(0)?,
+                    state: KekState::parse(&state).ok_or_else(|| corrupt("kek state"))?,
+                    wrapped: r.get(2)?,
                 });
             }
             Ok(out)
