@@ -47,6 +47,52 @@ fn fill(dir: &Path) {
     let _ = f.sync_all();
 }
 
+/// A vault served in-process over a freshly provisioned store in `dir`.
+struct InProcess {
+    url: String,
+    state: actix_web::web::Data<dzl_vault_server::state::AppState>,
+    funder: common::Tenant,
+    /// The platform's client.
+    p: RawClient,
+    /// The funder's client.
+    f: RawClient,
+}
+
+fn in_process(dir: &Path) -> InProcess {
+    let root = RootKey::generate(&dzl_crypto::SystemRandom::new()).unwrap();
+    let (platform, funder) = provision(dir, &root);
+    let mut settings = Settings::default();
+    settings.store.data_dir = dir.to_owned();
+    settings.server.bind = "127.0.0.1:0".into();
+    settings.server.workers = 2;
+    let app =
+        Application::build(settings, RootKey::from_base64(&root.to_base64()).unwrap()).unwrap();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    actix_web::rt::spawn(app.run());
+    InProcess {
+        p: RawClient::new(url.clone(), Some(platform.signer.clone())),
+        f: RawClient::new(url.clone(), Some(funder.signer.clone())),
+        url,
+        state,
+        funder,
+    }
+}
+
+/// `PRAGMA integrity_check` is ok on both database files in `dir`.
+fn assert_integrity(dir: &Path) {
+    for db in [
+        dzl_store::sqlite::vault_db(dir),
+        dzl_store::sqlite::identity_db(dir),
+    ] {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok", "{}", db.display());
+    }
+}
+
 #[actix_web::test]
 async fn a_full_disk_answers_503_loses_nothing_and_recovers() {
     let base = tempfile::tempdir().unwrap();
@@ -68,19 +114,13 @@ async fn a_full_disk_answers_503_loses_nothing_and_recovers() {
         return;
     }
     let _mount = Mount(mnt.clone());
-    let root = RootKey::generate(&dzl_crypto::SystemRandom::new()).unwrap();
-    let (platform, funder) = provision(&mnt, &root);
-    let mut settings = Settings::default();
-    settings.store.data_dir = mnt.clone();
-    settings.server.bind = "127.0.0.1:0".into();
-    settings.server.workers = 2;
-    let app =
-        Application::build(settings, RootKey::from_base64(&root.to_base64()).unwrap()).unwrap();
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state();
-    actix_web::rt::spawn(app.run());
-    let p = RawClient::new(url.clone(), Some(platform.signer.clone()));
-    let f = RawClient::new(url.clone(), Some(funder.signer.clone()));
+    let InProcess {
+        url,
+        state,
+        funder,
+        p,
+        f,
+    } = in_process(&mnt);
 
     let mut acknowledged = Vec::new();
     let mut refused = 0;
@@ -168,16 +208,7 @@ async fn a_full_disk_answers_503_loses_nothing_and_recovers() {
         .unwrap()
         .unwrap();
     assert!(verified.is_ok(), "{verified:?}");
-    for db in [
-        dzl_store::sqlite::vault_db(&mnt),
-        dzl_store::sqlite::identity_db(&mnt),
-    ] {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let ok: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ok, "ok", "{}", db.display());
-    }
+    assert_integrity(&mnt);
 }
 
 /// Issue 6, item 3: when the audit entry cannot be written, the request
@@ -188,19 +219,13 @@ async fn a_full_disk_answers_503_loses_nothing_and_recovers() {
 #[actix_web::test]
 async fn an_audit_write_that_fails_fails_the_request_and_releases_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let root = RootKey::generate(&dzl_crypto::SystemRandom::new()).unwrap();
-    let (platform, funder) = provision(dir.path(), &root);
-    let mut settings = Settings::default();
-    settings.store.data_dir = dir.path().to_owned();
-    settings.server.bind = "127.0.0.1:0".into();
-    settings.server.workers = 2;
-    let app =
-        Application::build(settings, RootKey::from_base64(&root.to_base64()).unwrap()).unwrap();
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state();
-    actix_web::rt::spawn(app.run());
-    let p = RawClient::new(url.clone(), Some(platform.signer.clone()));
-    let f = RawClient::new(url.clone(), Some(funder.signer.clone()));
+    let InProcess {
+        state,
+        funder,
+        p,
+        f,
+        ..
+    } = in_process(dir.path());
     let deposit = |r: &str| serde_json::to_vec(&deposit_body(r, &funder.id)).unwrap();
     let redeem = |code: &str| {
         serde_json::to_vec(&json!({"code": code, "purpose": "credit_application"})).unwrap()
@@ -489,16 +514,7 @@ async fn an_unwritable_store_answers_503_loses_nothing_and_recovers() {
     let verified = store.verify_audit(&mut |_| {}).unwrap();
     assert!(verified.is_ok(), "{verified:?}");
     store.close();
-    for db in [
-        dzl_store::sqlite::vault_db(data),
-        dzl_store::sqlite::identity_db(data),
-    ] {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let ok: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ok, "ok", "{}", db.display());
-    }
+    assert_integrity(data);
 }
 
 /// A flush the disk loses (`fdatasync` fails with EIO, writes succeed):
