@@ -11,6 +11,11 @@
 //! its count and `--preload-max-time`), and only loopback hosts are ever
 //! contacted.
 
+/// mimalloc, for Rust and (through `override`) for SQLite: glibc's malloc
+/// cost a fifth of the HTTP workers' time under load (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod body;
 mod cpu;
 mod driver;
