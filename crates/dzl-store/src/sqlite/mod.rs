@@ -30,6 +30,9 @@
 mod ops;
 mod schema;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +40,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, ErrorCode as SqlCode};
+use dzl_audit::Head;
+use rusqlite::{params, Connection, ErrorCode as SqlCode};
 
 use crate::{StoreError, StoreResult};
 
@@ -67,7 +71,121 @@ const LARGE_CACHE_KIB: i64 = 262_144;
 const LARGE_CACHE_FROM_PAGES: i64 = 262_144;
 
 type Completion = Box<dyn FnOnce(Option<StoreError>) + Send>;
-type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> Completion + Send>;
+type Job = Box<dyn FnOnce(Result<&WriteTx, &StoreError>) -> Completion + Send>;
+
+/// The writer's connection, and what its open transaction has still to
+/// write. Every job of a batch appends to one audit chain and counts one
+/// call: rather than read and rewrite the chain's head row and the meter's
+/// row once per job, the transaction keeps them here and writes each once,
+/// just before COMMIT ([`WriteTx::flush`]). A job's savepoint that rolls
+/// back rolls this back too. Nothing here outlives its transaction, so a
+/// second process writing between two transactions (`dzlctl` beside a
+/// running vault) is seen: the head is read afresh by each transaction's
+/// first entry, inside its write lock.
+pub(crate) struct WriteTx {
+    conn: Connection,
+    pending: RefCell<Pending>,
+}
+
+/// One metered count: day, tenant, operation, outcome.
+type UsageKey = (String, String, &'static str, String);
+
+#[derive(Default, Clone)]
+struct Pending {
+    /// The chain's head after this transaction's last entry, once it has one.
+    head: Option<Head>,
+    /// The calls counted in this transaction, in order.
+    usage: Vec<UsageKey>,
+}
+
+/// Where a job's savepoint started, to roll [`Pending`] back to.
+struct Mark {
+    head: Option<Head>,
+    usage: usize,
+}
+
+impl Deref for WriteTx {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl WriteTx {
+    fn new(conn: Connection) -> WriteTx {
+        WriteTx {
+            conn,
+            pending: RefCell::new(Pending::default()),
+        }
+    }
+
+    /// The audit chain's head as this transaction sees it.
+    pub(crate) fn audit_head(&self) -> StoreResult<Head> {
+        if let Some(head) = &self.pending.borrow().head {
+            return Ok(head.clone());
+        }
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
+            .query_row([], |r| {
+                Ok(Head {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            })?)
+    }
+
+    /// Moves the head on after an entry was inserted.
+    pub(crate) fn set_audit_head(&self, head: Head) {
+        self.pending.borrow_mut().head = Some(head);
+    }
+
+    /// Counts one call for billing.
+    pub(crate) fn count_usage(&self, key: UsageKey) {
+        self.pending.borrow_mut().usage.push(key);
+    }
+
+    fn mark(&self) -> Mark {
+        let p = self.pending.borrow();
+        Mark {
+            head: p.head.clone(),
+            usage: p.usage.len(),
+        }
+    }
+
+    fn roll_back_to(&self, mark: Mark) {
+        let mut p = self.pending.borrow_mut();
+        p.head = mark.head;
+        p.usage.truncate(mark.usage);
+    }
+
+    /// Writes the head and the counts; the transaction's last statements.
+    fn flush(&self) -> StoreResult<()> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        if let Some(head) = pending.head {
+            self.conn
+                .prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
+                .execute(params![head.seq, head.hash])?;
+        }
+        let mut counts: BTreeMap<UsageKey, i64> = BTreeMap::new();
+        for key in pending.usage {
+            *counts.entry(key).or_default() += 1;
+        }
+        let mut upsert = self.conn.prepare_cached(
+            "INSERT INTO usage (day, tenant_id, operation, outcome, calls) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (day, tenant_id, operation, outcome) DO UPDATE SET calls = calls + excluded.calls",
+        )?;
+        for ((day, tenant, operation, outcome), calls) in counts {
+            upsert.execute(params![day, tenant, operation, outcome, calls])?;
+        }
+        Ok(())
+    }
+
+    /// Forgets what a failed transaction had pending.
+    fn discard(&self) {
+        *self.pending.borrow_mut() = Pending::default();
+    }
+}
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -243,7 +361,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("dzl-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, sync_tx, poisoned))
+            .spawn(move || writer_loop(WriteTx::new(writer_conn), rx, sync_tx, poisoned))
             .map_err(|e| StoreError::Unavailable(format!("starting writer: {e}")))?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(tx)),
@@ -265,7 +383,7 @@ impl SqliteStore {
     /// rolls back everything `f` did.
     pub(crate) fn write<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+        f: impl FnOnce(&WriteTx) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
         let (tx, rx) = mpsc::sync_channel::<StoreResult<R>>(1);
         let job: Job = Box::new(move |conn| {
@@ -347,22 +465,20 @@ impl Clone for StoreError {
     }
 }
 
-fn in_savepoint<R>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> StoreResult<R>,
-) -> StoreResult<R> {
+fn in_savepoint<R>(tx: &WriteTx, f: impl FnOnce(&WriteTx) -> StoreResult<R>) -> StoreResult<R> {
     // Prepared once per connection: a savepoint per job is on every write.
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
-        .unwrap_or_else(|_| Err(StoreError::Corrupt("a store job panicked".into())));
-    let end = if result.is_ok() {
-        conn.prepare_cached("RELEASE job")
-            .and_then(|mut s| s.execute([]))
-            .map(|_| ())
-    } else {
-        conn.execute_batch("ROLLBACK TO job; RELEASE job")
-    };
-    end?;
+    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let mark = tx.mark();
+    let result = catch_unwind(AssertUnwindSafe(|| f(tx)))
+        .unwrap_or_else(|_| Err(StoreError::Corrupt("a store job panicked".into())))
+        .and_then(|r| {
+            tx.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(r)
+        });
+    if result.is_err() {
+        tx.roll_back_to(mark);
+        tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+    }
     result
 }
 
@@ -371,7 +487,7 @@ const POISONED: &str = "the store could not make a write durable (fdatasync fail
     check the disk, then restart the vault";
 
 fn writer_loop(
-    conn: Connection,
+    conn: WriteTx,
     rx: mpsc::Receiver<Job>,
     synced: mpsc::Sender<Vec<Completion>>,
     poisoned: Arc<AtomicBool>,
@@ -413,9 +529,13 @@ fn writer_loop(
         }
         previous_batch = completions.len();
         until_sizing -= 1;
-        match conn.execute_batch("COMMIT").map_err(map_sql) {
+        let committed = conn
+            .flush()
+            .and_then(|()| conn.execute_batch("COMMIT").map_err(map_sql));
+        match committed {
             Err(e) => {
                 log::error!("commit of {} jobs failed: {e}", completions.len());
+                conn.discard();
                 let _ = conn.execute_batch("ROLLBACK");
                 for c in completions {
                     c(Some(e.clone()));
@@ -548,6 +668,137 @@ fn restrict_dir(_dir: &Path) {}
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use rusqlite::OptionalExtension;
+
+    fn entry(actor: &str) -> dzl_audit::AuditRecord {
+        dzl_audit::AuditRecord {
+            at: "2026-11-22T00:00:00.000Z".into(),
+            actor: actor.into(),
+            operation: "test.op".into(),
+            result: "ok".into(),
+            ..Default::default()
+        }
+    }
+
+    fn usage_key(outcome: &str) -> UsageKey {
+        (
+            "2026-11-22".into(),
+            "ten_a".into(),
+            "test.op",
+            outcome.into(),
+        )
+    }
+
+    /// The chain as stored, verified against the stored head.
+    fn verified_entries(conn: &Connection) -> u64 {
+        let head = conn
+            .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+                Ok(Head {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            })
+            .unwrap();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {} FROM audit ORDER BY seq",
+                ops::AUDIT_COLUMNS
+            ))
+            .unwrap();
+        let rows = stmt.query_map([], ops::audit_row).unwrap();
+        dzl_audit::verify_chain(rows, &head, |_| {}).unwrap()
+    }
+
+    fn calls(conn: &Connection, outcome: &str) -> Option<i64> {
+        conn.query_row(
+            "SELECT calls FROM usage WHERE outcome = ?1",
+            [outcome],
+            |r| r.get(0),
+        )
+        .optional()
+        .unwrap()
+    }
+
+    fn store_tx(dir: &Path) -> WriteTx {
+        let conn = open_connection(dir).unwrap();
+        schema::migrate(&conn).unwrap();
+        WriteTx::new(conn)
+    }
+
+    /// One job of a batch: an audit entry and a count, then `outcome`.
+    fn job(tx: &WriteTx, actor: &str, fail: bool) -> StoreResult<()> {
+        in_savepoint(tx, |tx| {
+            ops::append_audit(tx, entry(actor))?;
+            tx.count_usage(usage_key(if fail { "failed" } else { "ok" }));
+            if fail {
+                Err(StoreError::Invalid("this job fails".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    #[test]
+    fn a_batch_writes_head_and_counts_once_and_a_failed_job_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tx = store_tx(dir.path());
+        tx.execute_batch("BEGIN IMMEDIATE").unwrap();
+        job(&tx, "a", false).unwrap();
+        assert!(job(&tx, "b", true).is_err());
+        job(&tx, "c", false).unwrap();
+        tx.flush().unwrap();
+        tx.execute_batch("COMMIT").unwrap();
+
+        assert_eq!(verified_entries(&tx), 2, "the failed job's entry is gone");
+        let actors: Vec<String> = tx
+            .prepare("SELECT actor FROM audit ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(actors, ["a", "c"]);
+        assert_eq!(calls(&tx, "ok"), Some(2));
+        assert_eq!(calls(&tx, "failed"), None, "the failed job's count is gone");
+
+        // The next batch adds to the stored count.
+        tx.execute_batch("BEGIN IMMEDIATE").unwrap();
+        job(&tx, "d", false).unwrap();
+        tx.flush().unwrap();
+        tx.execute_batch("COMMIT").unwrap();
+        assert_eq!(calls(&tx, "ok"), Some(3));
+        assert_eq!(verified_entries(&tx), 3);
+    }
+
+    #[test]
+    fn each_transaction_reads_the_head_another_writer_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = store_tx(dir.path());
+        let theirs = store_tx(dir.path());
+        for (tx, actor) in [(&ours, "a"), (&theirs, "b"), (&ours, "c")] {
+            tx.execute_batch("BEGIN IMMEDIATE").unwrap();
+            job(tx, actor, false).unwrap();
+            tx.flush().unwrap();
+            tx.execute_batch("COMMIT").unwrap();
+        }
+        assert_eq!(verified_entries(&ours), 3);
+    }
+
+    #[test]
+    fn a_failed_commit_forgets_what_was_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let tx = store_tx(dir.path());
+        tx.execute_batch("BEGIN IMMEDIATE").unwrap();
+        job(&tx, "a", false).unwrap();
+        tx.discard();
+        tx.execute_batch("ROLLBACK").unwrap();
+        tx.execute_batch("BEGIN IMMEDIATE").unwrap();
+        job(&tx, "b", false).unwrap();
+        tx.flush().unwrap();
+        tx.execute_batch("COMMIT").unwrap();
+        assert_eq!(verified_entries(&tx), 1);
+        assert_eq!(calls(&tx, "ok"), Some(1));
+    }
 
     fn cache_kib(conn: &Connection, schema: &str) -> i64 {
         conn.query_row(&format!("PRAGMA {schema}.cache_size"), [], |r| r.get(0))

@@ -11,7 +11,7 @@ use dzl_types::wire::{
 use dzl_types::{CodeId, DepositId, ErrorCode, Group, Purpose, RedemptionId, ScopeSet, TenantId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::SqliteStore;
+use super::{SqliteStore, WriteTx};
 use crate::rules::{self, StoredCodeState};
 use crate::{
     AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState,
@@ -58,14 +58,13 @@ fn record(call: &Call, result: &str) -> AuditRecord {
     }
 }
 
-/// Appends `rec` to the chain, inside the caller's transaction.
-pub(crate) fn append_audit(conn: &Connection, rec: AuditRecord) -> StoreResult<()> {
-    let (seq, hash): (i64, String) = conn
-        .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let e = dzl_audit::chain(seq, &hash, rec);
+/// Appends `rec` to the chain, inside the caller's transaction. The head
+/// row is written once per transaction ([`WriteTx::flush`]).
+pub(crate) fn append_audit(tx: &WriteTx, rec: AuditRecord) -> StoreResult<()> {
+    let head = tx.audit_head()?;
+    let e = dzl_audit::chain(head.seq, &head.hash, rec);
     let r = &e.record;
-    conn.prepare_cached(
+    tx.prepare_cached(
         "INSERT INTO audit (seq, at, actor, operation, result, purpose, deposit_id, code_id,
              redemption_id, subject_tenant, groups, detail, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -86,24 +85,22 @@ pub(crate) fn append_audit(conn: &Connection, rec: AuditRecord) -> StoreResult<(
         e.prev_hash,
         e.hash
     ])?;
-    conn.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
-        .execute(params![e.seq, e.hash])?;
+    tx.set_audit_head(Head {
+        seq: e.seq,
+        hash: e.hash,
+    });
     Ok(())
 }
 
-/// Counts one call for billing, inside the caller's transaction.
-fn meter(conn: &Connection, call: &Call, outcome: &str) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO usage (day, tenant_id, operation, outcome, calls) VALUES (?1, ?2, ?3, ?4, 1)
-         ON CONFLICT (day, tenant_id, operation, outcome) DO UPDATE SET calls = calls + 1",
-    )?
-    .execute(params![
+/// Counts one call for billing, in the caller's transaction (written to
+/// `usage` once per transaction, [`WriteTx::flush`]).
+fn meter(tx: &WriteTx, call: &Call, outcome: &str) {
+    tx.count_usage((
         call.now.format("%Y-%m-%d").to_string(),
-        call.actor,
+        call.actor.clone(),
         call.operation,
-        outcome
-    ])?;
-    Ok(())
+        outcome.to_owned(),
+    ));
 }
 
 fn bump_generation(conn: &Connection) -> StoreResult<()> {
@@ -115,7 +112,7 @@ fn bump_generation(conn: &Connection) -> StoreResult<()> {
 }
 
 fn insert_code(
-    conn: &Connection,
+    conn: &WriteTx,
     call: &Call,
     deposit: &DepositId,
     purpose: Purpose,
@@ -467,6 +464,8 @@ const DEPOSITS_PAST_RETENTION: &str = "FROM deposits WHERE state = 'active' AND 
 
 impl Store for SqliteStore {
     fn create_deposit(&self, d: NewDeposit) -> StoreResult<Vec<CreatedCode>> {
+        // Parsed on the caller's thread, not the writer's.
+        let consent_scopes = consent_scopes_of(&d.consent_json)?;
         self.write(move |conn| {
             let inserted = conn
                 .prepare_cached(
@@ -481,7 +480,7 @@ impl Store for SqliteStore {
                     d.external_ref,
                     d.purpose.as_str(),
                     d.consent_json,
-                    consent_scopes_of(&d.consent_json)?,
+                    consent_scopes,
                     ms(d.consent_expires),
                     d.groups.to_list(),
                     d.subject_index,
@@ -519,7 +518,7 @@ impl Store for SqliteStore {
             for code in d.codes {
                 created.push(insert_code(conn, &d.call, &d.id, d.purpose, d.consent_expires, code)?);
             }
-            meter(conn, &d.call, "ok")?;
+            meter(conn, &d.call, "ok");
             Ok(created)
         })
     }
@@ -557,7 +556,7 @@ impl Store for SqliteStore {
                 dep.consent_expires,
                 code,
             )?;
-            meter(conn, &call, "ok")?;
+            meter(conn, &call, "ok");
             Ok(created)
         })
     }
@@ -567,7 +566,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let c = owned_code(conn, &call, &code)?;
             let status = status_of(conn, &c, call.now)?;
-            meter(conn, &call, "ok")?;
+            meter(conn, &call, "ok");
             Ok(status)
         })
     }
@@ -598,7 +597,7 @@ impl Store for SqliteStore {
                 }
             }
             let status = status_of(conn, &c, call.now)?;
-            meter(conn, &call, "ok")?;
+            meter(conn, &call, "ok");
             Ok(status)
         })
     }
@@ -626,7 +625,7 @@ impl Store for SqliteStore {
                     },
                 )?;
             }
-            meter(conn, &call, "ok")?;
+            meter(conn, &call, "ok");
             Ok(())
         })
     }
@@ -681,7 +680,7 @@ impl Store for SqliteStore {
                     ..record(&call, "ok")
                 },
             )?;
-            meter(conn, &call, "ok")?;
+            meter(conn, &call, "ok");
             Ok(Outcome {
                 redemption_id: redemption,
                 decision: outcome.decision,
@@ -756,7 +755,7 @@ impl Store for SqliteStore {
                     ..record(&call, "ok")
                 },
             )?;
-            meter(conn, &call, "ok")?;
+            meter(conn, &call, "ok");
             Ok(SubjectAccessResponse {
                 deposits,
                 redemptions,
@@ -768,7 +767,8 @@ impl Store for SqliteStore {
         let call = call.clone();
         self.write(move |conn| {
             append_audit(conn, record(&call, refusal.as_str()))?;
-            meter(conn, &call, refusal.as_str())
+            meter(conn, &call, refusal.as_str());
+            Ok(())
         })
     }
 
@@ -1535,10 +1535,11 @@ impl Store for SqliteStore {
     }
 }
 
-const AUDIT_COLUMNS: &str = "seq, at, actor, operation, result, purpose, deposit_id, code_id,
+pub(super) const AUDIT_COLUMNS: &str =
+    "seq, at, actor, operation, result, purpose, deposit_id, code_id,
     redemption_id, subject_tenant, groups, detail, prev_hash, hash";
 
-fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+pub(super) fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     Ok(AuditEntry {
         seq: r.get(0)?,
         record: AuditRecord {
@@ -1579,13 +1580,13 @@ fn consent_scopes_of(consent_json: &str) -> StoreResult<String> {
 /// The redemption transaction. `Ok(Err(code))` is a refusal whose audit entry
 /// must commit; `Err` rolls everything back.
 fn redeem_in_tx(
-    conn: &Connection,
+    conn: &WriteTx,
     call: &Call,
     attempt: RedeemAttempt,
 ) -> StoreResult<Result<Redeemed, ErrorCode>> {
     let refuse = |code: ErrorCode, rec: AuditRecord| -> StoreResult<Result<Redeemed, ErrorCode>> {
         append_audit(conn, rec)?;
-        meter(conn, call, code.as_str())?;
+        meter(conn, call, code.as_str());
         Ok(Err(code))
     };
     let base = AuditRecord {
@@ -1742,7 +1743,7 @@ fn redeem_in_tx(
             ..with_code
         },
     )?;
-    meter(conn, call, "ok")?;
+    meter(conn, call, "ok");
     Ok(Ok(Redeemed {
         redemption_id: attempt.redemption_id,
         code_id: CodeId::from_trusted(c.code_id),
