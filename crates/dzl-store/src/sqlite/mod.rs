@@ -201,11 +201,14 @@ pub struct SqliteStore {
 /// files.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// WAL frames (of 4 KiB pages) past which the checkpointer stops being
-/// polite: 8,192 frames, 32 MiB.
-const WAL_RESTART_FRAMES: i64 = 8_192;
+/// WAL frames (of 4 KiB pages) past which a WAL is started over: 32,768
+/// frames, 128 MiB. Starting over holds the writer for a few milliseconds
+/// ([`restart_wal`]), so it should be rare. A crash leaves the WAL for the
+/// next start to recover: killed under load with 160–250 MiB of WAL file,
+/// the vault was ready again in 0.02–0.08 s (docs/performance.md).
+const WAL_RESTART_FRAMES: i64 = 32_768;
 
-/// The writer waits for a RESTART checkpoint in steps of half a
+/// The writer waits for readers during a restart in steps of half a
 /// millisecond, up to 10 s in all (SQLite's default handler sleeps up to
 /// 100 ms at a time, which became the writes' tail latency).
 fn writer_busy(attempt: i32) -> bool {
@@ -216,21 +219,47 @@ fn writer_busy(attempt: i32) -> bool {
     true
 }
 
-/// Checkpoints both WALs until told to stop. Normally PASSIVE: it never
-/// waits for, nor blocks, the writer. But under continuous writes a passive
-/// checkpoint never catches up with the writer, the WAL never starts over,
-/// and it grows without bound (9 GB after three minutes of load, measured).
-/// So once a WAL holds more than [`WAL_RESTART_FRAMES`], the checkpoint is
-/// RESTART: the writer waits while the rest is copied (bounded by that
-/// size), and its next transaction starts the WAL over. The writer's own
-/// automatic checkpoints are off, so copying never lands inside a commit.
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+/// The two attached databases, in the order of [`Restarts`]' flags.
+const SCHEMAS: [&str; 2] = ["main", "ident"];
+
+/// The WALs the checkpointer has found long and copied, for the writer to
+/// start over between two of its transactions ([`Round::wants_restart`]).
+#[derive(Default)]
+struct Restarts([AtomicBool; 2]);
+
+/// Checkpoints both WALs until told to stop, PASSIVE: it never waits for,
+/// nor blocks, the writer. But under continuous writes the WAL would never
+/// start over, since the writer appends while the checkpointer copies, and
+/// it would grow without bound (9 GB after three minutes of load,
+/// measured). So once a WAL holds more than [`WAL_RESTART_FRAMES`], the
+/// checkpointer asks the writer to start it over ([`restart_wal`]): the
+/// writer does so between two transactions, when only the frames appended
+/// since this PASSIVE round are left to copy. A RESTART run here instead
+/// had to catch the writer between transactions, waited up to 1.9 s for
+/// that, and then held it while it copied everything appended meanwhile
+/// (docs/performance.md). The writer's own automatic checkpoints are off,
+/// so copying never lands inside a commit.
+fn checkpoint_loop(
+    conn: Connection,
+    stop: mpsc::Receiver<()>,
+    restarts: Arc<Restarts>,
+    dir: PathBuf,
+) {
+    let mut files = [DbFile::new(vault_db(&dir)), DbFile::new(identity_db(&dir))];
     loop {
         match stop.recv_timeout(CHECKPOINT_EVERY) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                for schema in ["main", "ident"] {
-                    if let Err(e) = checkpoint(&conn, schema) {
-                        log::warn!("WAL checkpoint of {schema} failed (will retry): {e}");
+                for ((schema, restart), file) in SCHEMAS.iter().zip(&restarts.0).zip(&mut files) {
+                    match checkpoint(&conn, schema) {
+                        Ok(round) => {
+                            file.sync_after(&round);
+                            if round.wants_restart() {
+                                restart.store(true, Ordering::Release);
+                            }
+                        }
+                        Err(e) => {
+                            log::warn!("WAL checkpoint of {schema} failed (will retry): {e}")
+                        }
                     }
                 }
             }
@@ -239,21 +268,112 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
-/// One checkpoint of `schema`'s WAL: PASSIVE, then RESTART if it is long.
-fn checkpoint(conn: &Connection, schema: &str) -> rusqlite::Result<()> {
-    let frames: i64 = conn.query_row(
+/// What a PASSIVE round found: frames in the WAL, and frames copied into the
+/// database file so far.
+struct Round {
+    frames: i64,
+    copied: i64,
+}
+
+impl Round {
+    /// Whether the WAL should start over now: it is long, and this round
+    /// copied nearly all of it (a reader's snapshot may hold a few frames
+    /// back), so the writer's RESTART has little left to copy. Past twice
+    /// the length it starts over regardless, and the writer waits for what
+    /// is left: the WAL's length stays bounded.
+    fn wants_restart(&self) -> bool {
+        self.frames > 2 * WAL_RESTART_FRAMES
+            || (self.frames > WAL_RESTART_FRAMES
+                && self.frames - self.copied <= RESTART_LEFT_FRAMES)
+    }
+}
+
+/// Frames a round may leave uncopied and still call for a restart.
+const RESTART_LEFT_FRAMES: i64 = 1_024;
+
+/// One PASSIVE checkpoint of `schema`'s WAL.
+fn checkpoint(conn: &Connection, schema: &str) -> rusqlite::Result<Round> {
+    conn.query_row(
         &format!("PRAGMA {schema}.wal_checkpoint(PASSIVE)"),
         [],
-        |r| r.get(1),
-    )?;
-    if frames > WAL_RESTART_FRAMES {
-        conn.query_row(
-            &format!("PRAGMA {schema}.wal_checkpoint(RESTART)"),
-            [],
-            |_| Ok(()),
-        )?;
+        |r| {
+            Ok(Round {
+                frames: r.get(1)?,
+                copied: r.get(2)?,
+            })
+        },
+    )
+}
+
+/// A database file the checkpointer syncs after its rounds. SQLite syncs a
+/// database file only once a round has copied the whole WAL, which under
+/// continuous writes never happens before the writer's RESTART: that one
+/// sync then flushed everything copied since the WAL last started over,
+/// 25 ms with a 128 MiB WAL, while the writer waited (docs/performance.md).
+/// Synced here, off the writer, after each round that copied frames.
+struct DbFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    synced: i64,
+}
+
+impl DbFile {
+    fn new(path: PathBuf) -> DbFile {
+        DbFile {
+            path,
+            file: None,
+            synced: 0,
+        }
     }
-    Ok(())
+
+    fn sync_after(&mut self, round: &Round) {
+        if round.copied == self.synced {
+            return;
+        }
+        let file = match &self.file {
+            Some(f) => f,
+            None => match std::fs::File::open(&self.path) {
+                Ok(f) => self.file.insert(f),
+                Err(e) => {
+                    log::warn!("opening {} to sync it: {e}", self.path.display());
+                    return;
+                }
+            },
+        };
+        match file.sync_data() {
+            Ok(()) => self.synced = round.copied,
+            Err(e) => log::warn!("syncing {}: {e}", self.path.display()),
+        }
+    }
+}
+
+/// Starts `schema`'s WAL over, on the writer's connection between two
+/// transactions: a RESTART checkpoint copies the few frames the last
+/// PASSIVE round left, syncs the database file (synchronous is FULL for
+/// it, as on the checkpointer's connection), and waits for readers; the
+/// next transaction then writes from the start of the WAL. False if it
+/// could not (the checkpointer was mid-round, or an error, logged): the WAL
+/// stays as it was, to be started over later.
+fn restart_wal(conn: &Connection, schema: &str) -> bool {
+    let restarted = conn
+        .execute_batch(&format!("PRAGMA {schema}.synchronous = FULL"))
+        .and_then(|()| {
+            conn.query_row(
+                &format!("PRAGMA {schema}.wal_checkpoint(RESTART)"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        });
+    if let Err(e) = conn.execute_batch(&format!("PRAGMA {schema}.synchronous = OFF")) {
+        log::warn!("setting synchronous = OFF on {schema} again failed: {e}");
+    }
+    match restarted {
+        Ok(busy) => busy == 0,
+        Err(e) => {
+            log::warn!("starting the WAL of {schema} over failed (will retry): {e}");
+            false
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -307,8 +427,10 @@ fn open_connection(dir: &Path) -> StoreResult<Connection> {
     // writes never go through it. Every connection starts with a small page
     // cache: a reader's is emptied by each commit of the writer anyway, and
     // the writer's grows with its database (`size_caches`). Sub-journals
-    // stay in memory. A WAL that starts over is cut back to 64 MiB (see
-    // `checkpoint_loop`).
+    // stay in memory. A WAL that starts over is cut back to 256 MiB, above
+    // the size it starts over at (`WAL_RESTART_FRAMES`), so that under
+    // load its file is reused, not cut and grown again each time (cutting
+    // it cost the restart 4 ms).
     conn.execute_batch(&format!(
         "PRAGMA main.journal_mode = WAL;
          PRAGMA ident.journal_mode = WAL;
@@ -320,8 +442,8 @@ fn open_connection(dir: &Path) -> StoreResult<Connection> {
          PRAGMA ident.cache_size = -{SMALL_CACHE_KIB};
          PRAGMA main.mmap_size = 4294967296;
          PRAGMA ident.mmap_size = 1073741824;
-         PRAGMA main.journal_size_limit = 67108864;
-         PRAGMA ident.journal_size_limit = 67108864;
+         PRAGMA main.journal_size_limit = 268435456;
+         PRAGMA ident.journal_size_limit = 268435456;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;"
     ))?;
@@ -345,9 +467,12 @@ impl SqliteStore {
         let reader = open_connection(dir)?;
         let checkpoint_conn = open_connection(dir)?;
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let restarts = Arc::new(Restarts::default());
+        let wanted = restarts.clone();
+        let db_dir = dir.to_owned();
         let checkpointer = std::thread::Builder::new()
             .name("dzl-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx))
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx, wanted, db_dir))
             .map_err(|e| StoreError::Unavailable(format!("starting the checkpointer: {e}")))?;
         // Set when an `fdatasync` fails: no write is accepted any more.
         let poisoned = Arc::new(AtomicBool::new(false));
@@ -361,7 +486,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("dzl-sqlite-writer".into())
-            .spawn(move || writer_loop(WriteTx::new(writer_conn), rx, sync_tx, poisoned))
+            .spawn(move || writer_loop(WriteTx::new(writer_conn), rx, sync_tx, poisoned, restarts))
             .map_err(|e| StoreError::Unavailable(format!("starting writer: {e}")))?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(tx)),
@@ -491,6 +616,7 @@ fn writer_loop(
     rx: mpsc::Receiver<Job>,
     synced: mpsc::Sender<Vec<Completion>>,
     poisoned: Arc<AtomicBool>,
+    restarts: Arc<Restarts>,
 ) {
     let mut previous_batch = 0;
     let mut until_sizing: u32 = 0;
@@ -498,6 +624,11 @@ fn writer_loop(
         if until_sizing == 0 {
             size_caches(&conn);
             until_sizing = 1024;
+        }
+        for (schema, restart) in SCHEMAS.iter().zip(&restarts.0) {
+            if restart.load(Ordering::Acquire) && restart_wal(&conn, schema) {
+                restart.store(false, Ordering::Release);
+            }
         }
         let begin = if poisoned.load(Ordering::Acquire) {
             Err(StoreError::Unavailable(POISONED.into()))
@@ -798,6 +929,65 @@ mod tests {
         tx.execute_batch("COMMIT").unwrap();
         assert_eq!(verified_entries(&tx), 1);
         assert_eq!(calls(&tx, "ok"), Some(1));
+    }
+
+    #[test]
+    fn a_long_wal_starts_over_once_nearly_copied_or_once_twice_too_long() {
+        let long = WAL_RESTART_FRAMES + 1;
+        let cases = [
+            (WAL_RESTART_FRAMES, WAL_RESTART_FRAMES, false),
+            (long, long, true),
+            (long, long - RESTART_LEFT_FRAMES, true),
+            (long, long - RESTART_LEFT_FRAMES - 1, false),
+            (2 * WAL_RESTART_FRAMES, 0, false),
+            (2 * WAL_RESTART_FRAMES + 1, 0, true),
+        ];
+        for (frames, copied, restart) in cases {
+            assert_eq!(
+                Round { frames, copied }.wants_restart(),
+                restart,
+                "{frames} frames, {copied} copied"
+            );
+        }
+    }
+
+    #[test]
+    fn the_writer_starts_a_wal_over_and_stays_unsynchronised() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = open_connection(dir.path()).unwrap();
+        schema::migrate(&writer).unwrap();
+        writer
+            .execute_batch("PRAGMA main.wal_autocheckpoint = 0; PRAGMA main.synchronous = OFF;")
+            .unwrap();
+        let checkpointer = open_connection(dir.path()).unwrap();
+        let frames = |w: &Connection| {
+            for i in 0..200 {
+                w.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![format!("k{i:04}-{}", "x".repeat(900)), i],
+                )
+                .unwrap();
+            }
+            let round = checkpoint(&checkpointer, "main").unwrap();
+            assert_eq!(round.copied, round.frames, "nothing reads: all copied");
+            round.frames
+        };
+        let before = frames(&writer);
+        assert!(before > 200, "each commit appends frames: {before}");
+
+        assert!(restart_wal(&writer, "main"));
+        let synchronous: i64 = writer
+            .query_row("PRAGMA main.synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 0, "the writer's commits stay unsynchronised");
+        writer
+            .execute("INSERT INTO meta (key, value) VALUES ('after', 1)", [])
+            .unwrap();
+        let after = checkpoint(&checkpointer, "main").unwrap().frames;
+        assert!(
+            (1..=4).contains(&after),
+            "the WAL started over: {after} frames after one small commit, {before} before"
+        );
     }
 
     fn cache_kib(conn: &Connection, schema: &str) -> i64 {
