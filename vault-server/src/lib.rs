@@ -14,6 +14,7 @@
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod jcs;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -161,8 +161,7 @@ fn release(keys: &VaultKeys, funder: &TenantId, r: Redeemed) -> ApiResult<Redemp
             }
         }
     }
-    let groups_jcs = serde_jcs::to_vec(&serde_json::Value::Object(groups))
-        .map_err(|e| ApiError::internal("jcs", e))?;
+    let groups_jcs = crate::jcs::to_vec(&serde_json::Value::Object(groups));
     let body = ReceiptBody {
         v: 1,
         redemption_id: r.redemption_id.clone(),
@@ -173,7 +172,9 @@ fn release(keys: &VaultKeys, funder: &TenantId, r: Redeemed) -> ApiResult<Redemp
         groups_sha256: dzl_crypto::sha256_hex(&groups_jcs),
         redeemed_at: r.redeemed_at,
     };
-    let signed = serde_jcs::to_string(&body).map_err(|e| ApiError::internal("jcs", e))?;
+    let body = serde_json::to_value(&body).map_err(|e| ApiError::internal("receipt", e))?;
+    let signed = String::from_utf8(crate::jcs::to_vec(&body))
+        .map_err(|e| ApiError::internal("receipt", e))?;
     let signer = keys
         .receipt_signers
         .last()
