@@ -869,16 +869,25 @@ mod tests {
         })
     }
 
+    /// One transaction of jobs (actor, fails), committed as the writer
+    /// commits; which jobs succeeded.
+    fn commit(tx: &WriteTx, jobs: &[(&str, bool)]) -> Vec<bool> {
+        tx.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let done = jobs
+            .iter()
+            .map(|&(actor, fail)| job(tx, actor, fail).is_ok())
+            .collect();
+        tx.flush().unwrap();
+        tx.execute_batch("COMMIT").unwrap();
+        done
+    }
+
     #[test]
     fn a_batch_writes_head_and_counts_once_and_a_failed_job_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let tx = store_tx(dir.path());
-        tx.execute_batch("BEGIN IMMEDIATE").unwrap();
-        job(&tx, "a", false).unwrap();
-        assert!(job(&tx, "b", true).is_err());
-        job(&tx, "c", false).unwrap();
-        tx.flush().unwrap();
-        tx.execute_batch("COMMIT").unwrap();
+        let done = commit(&tx, &[("a", false), ("b", true), ("c", false)]);
+        assert_eq!(done, [true, false, true]);
 
         assert_eq!(verified_entries(&tx), 2, "the failed job's entry is gone");
         let actors: Vec<String> = tx
@@ -893,10 +902,7 @@ mod tests {
         assert_eq!(calls(&tx, "failed"), None, "the failed job's count is gone");
 
         // The next batch adds to the stored count.
-        tx.execute_batch("BEGIN IMMEDIATE").unwrap();
-        job(&tx, "d", false).unwrap();
-        tx.flush().unwrap();
-        tx.execute_batch("COMMIT").unwrap();
+        assert_eq!(commit(&tx, &[("d", false)]), [true]);
         assert_eq!(calls(&tx, "ok"), Some(3));
         assert_eq!(verified_entries(&tx), 3);
     }
@@ -907,10 +913,7 @@ mod tests {
         let ours = store_tx(dir.path());
         let theirs = store_tx(dir.path());
         for (tx, actor) in [(&ours, "a"), (&theirs, "b"), (&ours, "c")] {
-            tx.execute_batch("BEGIN IMMEDIATE").unwrap();
-            job(tx, actor, false).unwrap();
-            tx.flush().unwrap();
-            tx.execute_batch("COMMIT").unwrap();
+            assert_eq!(commit(tx, &[(actor, false)]), [true]);
         }
         assert_eq!(verified_entries(&ours), 3);
     }
@@ -923,10 +926,7 @@ mod tests {
         job(&tx, "a", false).unwrap();
         tx.discard();
         tx.execute_batch("ROLLBACK").unwrap();
-        tx.execute_batch("BEGIN IMMEDIATE").unwrap();
-        job(&tx, "b", false).unwrap();
-        tx.flush().unwrap();
-        tx.execute_batch("COMMIT").unwrap();
+        assert_eq!(commit(&tx, &[("b", false)]), [true]);
         assert_eq!(verified_entries(&tx), 1);
         assert_eq!(calls(&tx, "ok"), Some(1));
     }
