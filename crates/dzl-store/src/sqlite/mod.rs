@@ -204,8 +204,8 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// WAL frames (of 4 KiB pages) past which a WAL is started over: 32,768
 /// frames, 128 MiB. Starting over holds the writer for a few milliseconds
 /// ([`restart_wal`]), so it should be rare. A crash leaves the WAL for the
-/// next start to recover: killed under load with 160–250 MiB of WAL file,
-/// the vault was ready again in 0.02–0.08 s (docs/performance.md).
+/// next start to recover: killed under load with 136–246 MiB of WAL file,
+/// the vault was ready again in 0.02–0.09 s (`scripts/crash-ready`).
 const WAL_RESTART_FRAMES: i64 = 32_768;
 
 /// The writer waits for readers during a restart in steps of half a
