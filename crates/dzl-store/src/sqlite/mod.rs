@@ -90,7 +90,7 @@ pub(crate) struct WriteTx {
 /// One metered count: day, tenant, operation, outcome.
 type UsageKey = (String, String, &'static str, String);
 
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Pending {
     /// The chain's head after this transaction's last entry, once it has one.
     head: Option<Head>,
@@ -124,15 +124,7 @@ impl WriteTx {
         if let Some(head) = &self.pending.borrow().head {
             return Ok(head.clone());
         }
-        Ok(self
-            .conn
-            .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
-            .query_row([], |r| {
-                Ok(Head {
-                    seq: r.get(0)?,
-                    hash: r.get(1)?,
-                })
-            })?)
+        Ok(ops::stored_audit_head(&self.conn)?)
     }
 
     /// Moves the head on after an entry was inserted.
@@ -219,7 +211,8 @@ fn writer_busy(attempt: i32) -> bool {
     true
 }
 
-/// The two attached databases, in the order of [`Restarts`]' flags.
+/// The two attached databases, in the order of [`Restarts`]' flags and of
+/// the checkpointer's [`DbFile`]s.
 const SCHEMAS: [&str; 2] = ["main", "ident"];
 
 /// The WALs the checkpointer has found long and copied, for the writer to
@@ -708,7 +701,7 @@ fn size_caches_from(conn: &Connection, large_from_pages: i64) {
         Ok(_) => SMALL_CACHE_KIB,
         Err(_) => return,
     };
-    for schema in ["main", "ident"] {
+    for schema in SCHEMAS {
         let _ = conn.execute_batch(&format!("PRAGMA {schema}.cache_size = -{kib}"));
     }
 }
@@ -822,14 +815,7 @@ mod tests {
 
     /// The chain as stored, verified against the stored head.
     fn verified_entries(conn: &Connection) -> u64 {
-        let head = conn
-            .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
-                Ok(Head {
-                    seq: r.get(0)?,
-                    hash: r.get(1)?,
-                })
-            })
-            .unwrap();
+        let head = ops::stored_audit_head(conn).unwrap();
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {} FROM audit ORDER BY seq",

@@ -58,6 +58,17 @@ fn record(call: &Call, result: &str) -> AuditRecord {
     }
 }
 
+/// The audit chain's head as stored.
+pub(crate) fn stored_audit_head(conn: &Connection) -> rusqlite::Result<Head> {
+    conn.prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
+        .query_row([], |r| {
+            Ok(Head {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+            })
+        })
+}
+
 /// Appends `rec` to the chain, inside the caller's transaction. The head
 /// row is written once per transaction ([`WriteTx::flush`]).
 pub(crate) fn append_audit(tx: &WriteTx, rec: AuditRecord) -> StoreResult<()> {
@@ -1338,13 +1349,7 @@ impl Store for SqliteStore {
             // One read transaction, so the head and the entries agree.
             conn.execute_batch("BEGIN")?;
             let result = (|| {
-                let head =
-                    conn.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
-                        Ok(Head {
-                            seq: r.get(0)?,
-                            hash: r.get(1)?,
-                        })
-                    })?;
+                let head = stored_audit_head(conn)?;
                 let mut stmt =
                     conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"))?;
                 let rows = stmt.query_map([], audit_row)?;
