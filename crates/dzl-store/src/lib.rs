@@ -56,6 +56,10 @@ pub enum StoreError {
 /// Result of the store.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Where a submitted call's result goes ([`Store::submit_deposit`]). It is
+/// called exactly once, on whichever thread finished the call.
+pub type Reply<T> = Box<dyn FnOnce(StoreResult<T>) + Send>;
+
 /// The vault's storage. Implemented by [`SqliteStore`]; a PostgreSQL backend
 /// implements the same trait and passes the same tests.
 pub trait Store: Send + Sync + 'static {
@@ -95,6 +99,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<SubjectAccessResponse>;
     /// Records a refused call that still must be audited (e.g. a throttled redemption).
     fn record_refusal(&self, call: &Call, refusal: ErrorCode) -> StoreResult<()>;
+
+    // ---- the hot requests, submitted ----
+
+    /// Whether [`Store::submit_deposit`] and [`Store::submit_redeem`] only
+    /// queue their work for threads of the store's own and return at once:
+    /// they neither block nor touch a database on the calling thread, so an
+    /// async worker may call them and await the reply without lending a
+    /// thread to the wait. When false (the default), they run the call on
+    /// the calling thread, which must then be one that may block.
+    fn submits_without_waiting(&self) -> bool {
+        false
+    }
+    /// [`Store::create_deposit`], its result handed to `reply`.
+    fn submit_deposit(&self, deposit: NewDeposit, reply: Reply<Vec<CreatedCode>>) {
+        reply(self.create_deposit(deposit))
+    }
+    /// [`Store::redeem`], its result handed to `reply`.
+    fn submit_redeem(&self, call: Call, attempt: RedeemAttempt, reply: Reply<Redeemed>) {
+        reply(self.redeem(&call, attempt))
+    }
 
     // ---- tenants ----
 

@@ -10,7 +10,7 @@ use dzl_types::wire::{
 use dzl_types::{AuthCode, ErrorCode, Group, RedemptionId, TenantId};
 use serde_json::value::RawValue;
 
-use super::{block, call, path_id, State};
+use super::{block, call, path_id, submit, State};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{admit, authenticate_only, parse_json, read_body, signed, Caller};
 use crate::limits::FailureVerdict;
@@ -88,7 +88,7 @@ async fn redeem_checked(
         purpose: r.purpose,
         redemption_id,
     };
-    let redeemed = match block(state, move |s| s.redeem(&c, attempt)).await {
+    let redeemed = match submit(state, move |s, reply| s.submit_redeem(c, attempt, reply)).await {
         Ok(r) => r,
         Err(e) if e.code() == ErrorCode::CodeNotFound => {
             if state

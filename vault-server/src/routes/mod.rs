@@ -1,6 +1,7 @@
 //! HTTP API v1 routes (DESIGN §4) and the operational endpoints. Each
 //! handler reads its body, authenticates, parses, then does its work in
-//! exactly one store call on the blocking pool.
+//! exactly one store call: on the blocking pool, or, for the hot calls a
+//! store can queue (deposits, redemptions), submitted from the worker.
 
 pub mod funder;
 pub mod operator;
@@ -8,7 +9,7 @@ pub mod ops;
 pub mod platform;
 
 use actix_web::web;
-use dzl_store::{Call, Store};
+use dzl_store::{Call, Reply, Store, StoreError};
 
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -24,6 +25,33 @@ where
 {
     let store = state.store.clone();
     Ok(web::block(move || f(&*store)).await??)
+}
+
+/// Runs one of the store calls that can be submitted
+/// ([`Store::submits_without_waiting`]): queued from this async worker when
+/// the store only queues it, so no thread waits for the writer; otherwise on
+/// the blocking pool, as [`block`] does.
+pub async fn submit<T, F>(state: &State, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store, Reply<T>) + Send + 'static,
+{
+    let store = state.store.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reply: Reply<T> = Box::new(move |out| {
+        // The request may have been dropped meanwhile; the call still
+        // happened (or not) as a whole.
+        let _ = tx.send(out);
+    });
+    if store.submits_without_waiting() {
+        f(&*store, reply);
+    } else {
+        web::block(move || f(&*store, reply)).await?;
+    }
+    let out = rx
+        .await
+        .map_err(|_| StoreError::Unavailable("the store dropped a call unanswered".into()))?;
+    Ok(out?)
 }
 
 /// The audit and metering context of a call by `actor`.

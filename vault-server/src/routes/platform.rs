@@ -12,7 +12,7 @@ use dzl_types::wire::{DepositRequest, DepositResponse, IssueCodeRequest, IssuedC
 use dzl_types::{CodeId, DepositId, ErrorCode, Group, Purpose, ScopeSet, SubjectRef, TenantId};
 use serde::Deserialize;
 
-use super::{block, call, path_id, State};
+use super::{block, call, path_id, submit, State};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, signed};
 use crate::state::{AppState, Loaded, Tenant};
@@ -256,7 +256,7 @@ pub async fn create_deposit(
         identity,
         codes,
     };
-    let created = block(&state, move |s| s.create_deposit(new)).await?;
+    let created = submit(&state, move |s, reply| s.submit_deposit(new, reply)).await?;
     let codes = created
         .into_iter()
         .zip(secrets)

@@ -504,31 +504,54 @@ impl SqliteStore {
         f: impl FnOnce(&WriteTx) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
         let (tx, rx) = mpsc::sync_channel::<StoreResult<R>>(1);
+        self.submit(
+            f,
+            Box::new(move |out| {
+                // The caller may have gone away; nothing to do then.
+                let _ = tx.send(out);
+            }),
+        );
+        rx.recv()
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    /// Queues `f` as [`SqliteStore::write`] runs it, and returns at once:
+    /// `reply` gets the result once the transaction is on disk (from the
+    /// sync thread), or an error (from the writer, or here if the store is
+    /// closed). It is called exactly once, unless the writer thread dies
+    /// with the job queued, in which case it is dropped uncalled.
+    pub(crate) fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTx) -> StoreResult<R> + Send + 'static,
+        reply: crate::Reply<R>,
+    ) {
         let job: Job = Box::new(move |conn| {
             let result = match conn {
                 Err(e) => Err(e.clone()),
                 Ok(conn) => in_savepoint(conn, f),
             };
             Box::new(move |commit_err| {
-                let out = match commit_err {
+                reply(match commit_err {
                     Some(e) => Err(e),
                     None => result,
-                };
-                // The caller may have gone away; nothing to do then.
-                let _ = tx.send(out);
+                })
             })
         });
-        let sender = self
-            .jobs
-            .lock()
-            .map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?
-            .clone()
-            .ok_or_else(|| StoreError::Unavailable("store closed".into()))?;
-        sender
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        rx.recv()
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        let sender = match self.jobs.lock() {
+            Err(_) => Err(StoreError::Unavailable("writer lock poisoned".into())),
+            Ok(jobs) => jobs
+                .clone()
+                .ok_or_else(|| StoreError::Unavailable("store closed".into())),
+        };
+        match sender {
+            // A job the writer can no longer take comes back in the error.
+            Ok(sender) => {
+                if let Err(mpsc::SendError(job)) = sender.send(job) {
+                    job(Err(&StoreError::Unavailable("writer stopped".into())))(None);
+                }
+            }
+            Err(e) => job(Err(&e))(None),
+        }
     }
 
     /// Runs `f` on the read connection (a consistent WAL snapshot per statement).
@@ -789,7 +812,7 @@ fn restrict_dir(dir: &Path) {
 fn restrict_dir(_dir: &Path) {}
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use rusqlite::OptionalExtension;
@@ -1001,5 +1024,45 @@ mod tests {
         size_caches_from(&conn, pages);
         assert_eq!(cache_kib(&conn, "main"), -LARGE_CACHE_KIB);
         assert_eq!(cache_kib(&conn, "ident"), -LARGE_CACHE_KIB);
+    }
+
+    /// What a submitted job's reply got, from which thread.
+    type Got = (StoreResult<i64>, std::thread::ThreadId);
+
+    fn submit_and_wait(store: &SqliteStore, f: fn(&WriteTx) -> StoreResult<i64>) -> Got {
+        let (tx, rx) = mpsc::channel::<Got>();
+        store.submit(
+            f,
+            Box::new(move |out| {
+                let _ = tx.send((out, std::thread::current().id()));
+            }),
+        );
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("every submitted job is answered")
+    }
+
+    #[test]
+    fn a_submitted_job_is_answered_once_durable_and_after_close_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let here = std::thread::current().id();
+
+        let (out, from) = submit_and_wait(&store, |tx| {
+            Ok(
+                tx.query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        });
+        assert_eq!(out.unwrap(), 1);
+        assert_ne!(from, here, "answered by the store's threads");
+
+        let (out, _) = submit_and_wait(&store, |_| Err(StoreError::Invalid("refused".into())));
+        assert!(matches!(out, Err(StoreError::Invalid(_))));
+
+        store.close();
+        let (out, from) = submit_and_wait(&store, |_| Ok(7));
+        assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+        assert_eq!(from, here, "a closed store answers on the caller's thread");
     }
 }

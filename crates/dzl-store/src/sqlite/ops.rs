@@ -16,9 +16,9 @@ use crate::rules::{self, StoredCodeState};
 use crate::{
     AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState,
     KekVersion, KeyUsage, NewCode, NewDeposit, PreviousSecret, PurgeCounts, PurgePlan,
-    RedeemAttempt, Redeemed, RekeyedKek, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret,
-    SecretRef, Store, StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState,
-    UsageQuery, UsageRow,
+    RedeemAttempt, Redeemed, RekeyedKek, Reply, RewrappedDataKey, RewrappedSecret, Sealed,
+    SealedSecret, SecretRef, Store, StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow,
+    TenantState, UsageQuery, UsageRow,
 };
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -475,9 +475,28 @@ const DEPOSITS_PAST_RETENTION: &str = "FROM deposits WHERE state = 'active' AND 
 
 impl Store for SqliteStore {
     fn create_deposit(&self, d: NewDeposit) -> StoreResult<Vec<CreatedCode>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit_deposit(
+            d,
+            Box::new(move |out| {
+                let _ = tx.send(out);
+            }),
+        );
+        rx.recv()
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    fn submits_without_waiting(&self) -> bool {
+        true
+    }
+
+    fn submit_deposit(&self, d: NewDeposit, reply: Reply<Vec<CreatedCode>>) {
         // Parsed on the caller's thread, not the writer's.
-        let consent_scopes = consent_scopes_of(&d.consent_json)?;
-        self.write(move |conn| {
+        let consent_scopes = match consent_scopes_of(&d.consent_json) {
+            Ok(s) => s,
+            Err(e) => return reply(Err(e)),
+        };
+        self.submit(move |conn| {
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO deposits (id, platform_id, external_ref, purpose, consent, consent_scopes,
@@ -531,7 +550,7 @@ impl Store for SqliteStore {
             }
             meter(conn, &d.call, "ok");
             Ok(created)
-        })
+        }, reply)
     }
 
     fn issue_code(
@@ -645,6 +664,15 @@ impl Store for SqliteStore {
         let call = call.clone();
         let result = self.write(move |conn| redeem_in_tx(conn, &call, attempt))?;
         result.map_err(StoreError::Refused)
+    }
+
+    fn submit_redeem(&self, call: Call, attempt: RedeemAttempt, reply: Reply<Redeemed>) {
+        self.submit(
+            move |conn| redeem_in_tx(conn, &call, attempt),
+            Box::new(move |out: StoreResult<Result<Redeemed, ErrorCode>>| {
+                reply(out.and_then(|r| r.map_err(StoreError::Refused)))
+            }),
+        )
     }
 
     fn report_outcome(
