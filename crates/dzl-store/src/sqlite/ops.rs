@@ -128,7 +128,7 @@ fn insert_code(
     deposit: &DepositId,
     purpose: Purpose,
     consent_expires: DateTime<Utc>,
-    code: NewCode,
+    code: &NewCode,
 ) -> StoreResult<CreatedCode> {
     let expires_at = rules::code_deadline(call.now, code.ttl_seconds, consent_expires);
     conn.prepare_cached(
@@ -161,9 +161,9 @@ fn insert_code(
         },
     )?;
     Ok(CreatedCode {
-        code_id: code.code_id,
+        code_id: code.code_id.clone(),
         row,
-        funder_id: code.funder_id,
+        funder_id: code.funder_id.clone(),
         scopes: code.scopes,
         purpose,
         expires_at,
@@ -496,7 +496,8 @@ impl Store for SqliteStore {
             Ok(s) => s,
             Err(e) => return reply(Err(e)),
         };
-        self.submit(move |conn| {
+        // Rerunnable: it only reads what it captured.
+        self.submit_rerunnable(move |conn| {
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO deposits (id, platform_id, external_ref, purpose, consent, consent_scopes,
@@ -545,7 +546,7 @@ impl Store for SqliteStore {
                 },
             )?;
             let mut created = Vec::with_capacity(d.codes.len());
-            for code in d.codes {
+            for code in &d.codes {
                 created.push(insert_code(conn, &d.call, &d.id, d.purpose, d.consent_expires, code)?);
             }
             meter(conn, &d.call, "ok");
@@ -584,7 +585,7 @@ impl Store for SqliteStore {
                 &deposit,
                 dep.purpose,
                 dep.consent_expires,
-                code,
+                &code,
             )?;
             meter(conn, &call, "ok");
             Ok(created)
@@ -661,14 +662,21 @@ impl Store for SqliteStore {
     }
 
     fn redeem(&self, call: &Call, attempt: RedeemAttempt) -> StoreResult<Redeemed> {
-        let call = call.clone();
-        let result = self.write(move |conn| redeem_in_tx(conn, &call, attempt))?;
-        result.map_err(StoreError::Refused)
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit_redeem(
+            call.clone(),
+            attempt,
+            Box::new(move |out| {
+                let _ = tx.send(out);
+            }),
+        );
+        rx.recv()
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
     fn submit_redeem(&self, call: Call, attempt: RedeemAttempt, reply: Reply<Redeemed>) {
-        self.submit(
-            move |conn| redeem_in_tx(conn, &call, attempt),
+        self.submit_rerunnable(
+            move |conn| redeem_in_tx(conn, &call, &attempt),
             Box::new(move |out: StoreResult<Result<Redeemed, ErrorCode>>| {
                 reply(out.and_then(|r| r.map_err(StoreError::Refused)))
             }),
@@ -1615,7 +1623,7 @@ fn consent_scopes_of(consent_json: &str) -> StoreResult<String> {
 fn redeem_in_tx(
     conn: &WriteTx,
     call: &Call,
-    attempt: RedeemAttempt,
+    attempt: &RedeemAttempt,
 ) -> StoreResult<Result<Redeemed, ErrorCode>> {
     let refuse = |code: ErrorCode, rec: AuditRecord| -> StoreResult<Result<Redeemed, ErrorCode>> {
         append_audit(conn, rec)?;
@@ -1778,7 +1786,7 @@ fn redeem_in_tx(
     )?;
     meter(conn, call, "ok");
     Ok(Ok(Redeemed {
-        redemption_id: attempt.redemption_id,
+        redemption_id: attempt.redemption_id.clone(),
         code_id: CodeId::from_trusted(c.code_id),
         deposit_id: DepositId::from_trusted(c.deposit_id),
         platform_id: TenantId::from_trusted(platform_id),
