@@ -1,12 +1,14 @@
 //! The SQLite writer alone, without HTTP: DZL_BENCH_THREADS callers
 //! (default 64) each store deposits shaped like `dzl-load`'s (three sealed
 //! groups of 1.2 KB in all, one code) for DZL_BENCH_SECS seconds (default
-//! 5), then redeem the codes they got for as long again. Prints each
+//! 5), then redeem the codes they got, oldest first, for as long again. Prints each
 //! phase's throughput and the writer thread's CPU time per operation.
 //! DZL_BENCH_PRELOAD deposits first (default 10,000, without timing them),
 //! so the figures are for a store that already holds that many.
 //!
-//! Run: `cargo bench -p dzl-store --bench writer`
+//! Run: `cargo bench -p dzl-store --bench writer`. Under `cargo test`
+//! (no `--bench` argument) it runs a short smoke run instead: 200
+//! preloaded, one second per phase.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -139,9 +141,10 @@ impl Bench {
 }
 
 fn main() {
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let threads = env("DZL_BENCH_THREADS", 64);
-    let secs = env("DZL_BENCH_SECS", 5);
-    let preload = env("DZL_BENCH_PRELOAD", 10_000);
+    let secs = env("DZL_BENCH_SECS", if smoke { 1 } else { 5 });
+    let preload = env("DZL_BENCH_PRELOAD", if smoke { 200 } else { 10_000 });
     let tmp = tempfile::tempdir().unwrap();
     let dir = std::env::var_os("DZL_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -201,7 +204,7 @@ fn main() {
         }
     });
 
-    let codes = Mutex::new(Vec::new());
+    let codes = Mutex::new(std::collections::VecDeque::new());
     let stop = AtomicBool::new(false);
     let phase = |name: &str, work: &(dyn Fn(&SystemRandom) -> bool + Sync)| {
         let done = AtomicU64::new(0);
@@ -237,11 +240,11 @@ fn main() {
     };
     phase("deposit", &|rng| {
         let got = bench.deposit(rng);
-        codes.lock().unwrap().push(got);
+        codes.lock().unwrap().push_back(got);
         true
     });
     phase("redemption", &|rng| {
-        let Some(code) = codes.lock().unwrap().pop() else {
+        let Some(code) = codes.lock().unwrap().pop_front() else {
             return false;
         };
         bench.redeem(rng, code);
