@@ -95,19 +95,8 @@ impl Sandbox {
         admin::init(&store, &root, "sandbox")?;
         let keys = admin::load_keys(&store, &root)?;
         let add = |kind, name: &str| -> anyhow::Result<Credentials> {
-            let c = admin::add_tenant(
-                &store,
-                &keys.keyring,
-                "sandbox",
-                NewTenant {
-                    cert_pin: None,
-                    kind,
-                    name: name.into(),
-                    scopes: None,
-                    purposes: vec![],
-                    rate_limit: None,
-                },
-            )?;
+            let c =
+                admin::add_tenant(&store, &keys.keyring, "sandbox", NewTenant::new(kind, name))?;
             Ok(Credentials::new(
                 c.tenant_id.to_string(),
                 c.key_id.clone(),

@@ -34,19 +34,7 @@ pub fn prepare() -> anyhow::Result<Demo> {
     admin::init(&store, &root, "demo")?;
     let keys = admin::load_keys(&store, &root)?;
     let add = |kind, name: &str| {
-        admin::add_tenant(
-            &store,
-            &keys.keyring,
-            "demo",
-            NewTenant {
-                cert_pin: None,
-                kind,
-                name: name.into(),
-                scopes: None,
-                purposes: vec![],
-                rate_limit: None,
-            },
-        )
+        admin::add_tenant(&store, &keys.keyring, "demo", NewTenant::new(kind, name))
     };
     let platform = add(TenantKind::Platform, "Demo Platform")?;
     let funder = add(TenantKind::Funder, "Demo Bank")?;

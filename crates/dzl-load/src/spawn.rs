@@ -62,12 +62,8 @@ pub fn spawn_vault(parent: Option<&Path>, workers: usize) -> anyhow::Result<Spaw
             &keys.keyring,
             "dzl-load",
             NewTenant {
-                cert_pin: None,
-                kind,
-                name: name.into(),
-                scopes: None,
-                purposes: vec![],
                 rate_limit: Some(SPAWN_RATE_LIMIT),
+                ..NewTenant::new(kind, name)
             },
         )
     };

@@ -36,14 +36,7 @@ fn init_then_tenants_and_a_verifiable_audit_chain() {
         store,
         &keys.keyring,
         "cli:test",
-        NewTenant {
-            cert_pin: None,
-            kind: TenantKind::Funder,
-            name: "Bank".into(),
-            scopes: None,
-            purposes: vec![],
-            rate_limit: None,
-        },
+        NewTenant::new(TenantKind::Funder, "Bank"),
     )
     .unwrap();
     let tenants = store.tenants().unwrap();
@@ -568,14 +561,7 @@ fn retire_counts_live_previous_secrets_and_drops_dead_ones() {
         store,
         &keys.keyring,
         "cli:test",
-        NewTenant {
-            cert_pin: None,
-            kind: TenantKind::Platform,
-            name: "P".into(),
-            scopes: None,
-            purposes: vec![],
-            rate_limit: None,
-        },
+        NewTenant::new(TenantKind::Platform, "P"),
     )
     .unwrap();
     let t0 = Utc::now();

@@ -156,21 +156,9 @@ fn main() {
     admin::init(&store, &root, "cli:bench").unwrap();
     let keyring = admin::load_keyring(&store, &root).unwrap();
     let tenant = |kind, name: &str| {
-        admin::add_tenant(
-            &store,
-            &keyring,
-            "cli:bench",
-            NewTenant {
-                cert_pin: None,
-                kind,
-                name: name.into(),
-                scopes: None,
-                purposes: vec![],
-                rate_limit: None,
-            },
-        )
-        .unwrap()
-        .tenant_id
+        admin::add_tenant(&store, &keyring, "cli:bench", NewTenant::new(kind, name))
+            .unwrap()
+            .tenant_id
     };
     let platform = tenant(TenantKind::Platform, "platform");
     let funder = tenant(TenantKind::Funder, "funder");

@@ -281,6 +281,21 @@ pub struct NewTenant {
     pub cert_pin: Option<CertPin>,
 }
 
+impl NewTenant {
+    /// A tenant of `kind` called `name`, with the defaults: every group and
+    /// purpose (for a funder), the default rate limit, no certificate pin.
+    pub fn new(kind: TenantKind, name: impl Into<String>) -> NewTenant {
+        NewTenant {
+            kind,
+            name: name.into(),
+            scopes: None,
+            purposes: Vec::new(),
+            rate_limit: None,
+            cert_pin: None,
+        }
+    }
+}
+
 /// What a new tenant is given, once.
 pub struct TenantCredentials {
     /// `ten_…`.

@@ -219,12 +219,8 @@ async fn rate_limits_answer_429_with_retry_after() {
             &keys.keyring,
             "cli:test",
             dzl_store::admin::NewTenant {
-                cert_pin: None,
-                kind: dzl_store::TenantKind::Platform,
-                name: "Slow".into(),
-                scopes: None,
-                purposes: vec![],
                 rate_limit: Some(3),
+                ..dzl_store::admin::NewTenant::new(dzl_store::TenantKind::Platform, "Slow")
             },
         )
     })

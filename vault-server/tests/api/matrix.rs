@@ -467,14 +467,7 @@ async fn every_signed_endpoint_refuses_every_attack_and_changes_nothing() {
                 &*app.state.store,
                 &keys.keyring,
                 "cli:test",
-                NewTenant {
-                    cert_pin: None,
-                    kind,
-                    name: format!("Suspended {who:?}"),
-                    scopes: None,
-                    purposes: vec![],
-                    rate_limit: None,
-                },
+                NewTenant::new(kind, format!("Suspended {who:?}")),
             )
             .unwrap();
             app.state

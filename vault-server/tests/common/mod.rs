@@ -31,13 +31,9 @@ pub fn provision(dir: &std::path::Path, root: &RootKey) -> (Tenant, Tenant) {
             &keys.keyring,
             "test",
             NewTenant {
-                cert_pin: None,
-                kind,
-                name: name.into(),
-                scopes: None,
-                purposes: vec![],
                 // High enough that the token bucket never answers 429 here.
                 rate_limit: Some(1_000_000),
+                ..NewTenant::new(kind, name)
             },
         )
         .expect("tenant");

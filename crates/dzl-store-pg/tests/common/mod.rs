@@ -102,14 +102,7 @@ pub fn parties(f: &Fixture) -> Parties {
             &f.store,
             &keys.keyring,
             "cli:test",
-            NewTenant {
-                cert_pin: None,
-                kind,
-                name: name.into(),
-                scopes: None,
-                purposes: vec![],
-                rate_limit: None,
-            },
+            NewTenant::new(kind, name),
         )
         .unwrap()
     };

@@ -15,21 +15,9 @@ pub fn tenants(
     kinds
         .iter()
         .map(|(kind, name)| {
-            admin::add_tenant(
-                store,
-                keyring,
-                "test",
-                NewTenant {
-                    cert_pin: None,
-                    kind: *kind,
-                    name: (*name).into(),
-                    scopes: None,
-                    purposes: vec![],
-                    rate_limit: None,
-                },
-            )
-            .expect("tenant")
-            .tenant_id
+            admin::add_tenant(store, keyring, "test", NewTenant::new(*kind, *name))
+                .expect("tenant")
+                .tenant_id
         })
         .collect()
 }
