@@ -602,16 +602,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&WriteTx) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
-        let (tx, rx) = mpsc::sync_channel::<StoreResult<R>>(1);
-        self.submit(
-            f,
-            Box::new(move |out| {
-                // The caller may have gone away; nothing to do then.
-                let _ = tx.send(out);
-            }),
-        );
-        rx.recv()
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        wait_for(|reply| self.submit(f, reply))
     }
 
     /// Queues `f` as [`SqliteStore::write`] runs it, and returns at once:
@@ -708,6 +699,22 @@ impl Clone for StoreError {
     }
 }
 
+/// Submits a call with `submit` and blocks until its reply.
+pub(crate) fn wait_for<R: Send + 'static>(submit: impl FnOnce(crate::Reply<R>)) -> StoreResult<R> {
+    let (tx, rx) = mpsc::sync_channel::<StoreResult<R>>(1);
+    submit(Box::new(move |out| {
+        // The caller may have gone away; nothing to do then.
+        let _ = tx.send(out);
+    }));
+    rx.recv()
+        .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+}
+
+/// Runs one statement of the writer's own (savepoints), prepared once.
+fn step(tx: &WriteTx, sql: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Runs `f`, a panic in it being an error.
 fn caught<R>(tx: &WriteTx, f: impl FnOnce(&WriteTx) -> StoreResult<R>) -> StoreResult<R> {
     catch_unwind(AssertUnwindSafe(|| f(tx)))
@@ -715,11 +722,10 @@ fn caught<R>(tx: &WriteTx, f: impl FnOnce(&WriteTx) -> StoreResult<R>) -> StoreR
 }
 
 fn in_savepoint<R>(tx: &WriteTx, f: impl FnOnce(&WriteTx) -> StoreResult<R>) -> StoreResult<R> {
-    // Prepared once per connection: a savepoint per job is on every write.
-    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+    step(tx, "SAVEPOINT job")?;
     let mark = tx.mark();
     let result = caught(tx, f).and_then(|r| {
-        tx.prepare_cached("RELEASE job")?.execute([])?;
+        step(tx, "RELEASE job")?;
         Ok(r)
     });
     if result.is_err() {
@@ -761,33 +767,29 @@ impl Batch {
     }
 
     fn run_rerunnable(&mut self, tx: &WriteTx, mut job: Box<dyn Rerun>) {
-        if self.group.is_none() {
-            if let Err(e) = tx
-                .prepare_cached("SAVEPOINT grp")
-                .and_then(|mut s| s.execute([]))
-            {
-                self.fail(map_sql(e));
-                self.done.push(job.finish(None));
-                return;
+        let mut group = match self.group.take() {
+            Some(group) => group,
+            None => {
+                if let Err(e) = step(tx, "SAVEPOINT grp") {
+                    self.fail(map_sql(e));
+                    self.done.push(job.finish(None));
+                    return;
+                }
+                Group {
+                    jobs: Vec::new(),
+                    mark: tx.mark(),
+                }
             }
-            self.group = Some(Group {
-                jobs: Vec::new(),
-                mark: tx.mark(),
-            });
-        }
-        let Some(group) = self.group.as_mut() else {
-            return;
         };
         if job.run(tx, false) {
             group.jobs.push(job);
+            self.group = Some(group);
             return;
         }
         // The job failed, perhaps halfway: undo the whole group, then run
         // each of its jobs again, each in a savepoint of its own, so that
         // only the failed job's writes are left out.
-        let Some(Group { jobs, mark }) = self.group.take() else {
-            return;
-        };
+        let Group { jobs, mark } = group;
         tx.roll_back_to(mark);
         let undone = tx.execute_batch("ROLLBACK TO grp; RELEASE grp");
         for mut j in jobs.into_iter().chain(std::iter::once(job)) {
@@ -804,10 +806,7 @@ impl Batch {
     /// Releases the group's savepoint: its jobs are done.
     fn close_group(&mut self, tx: &WriteTx) {
         if let Some(group) = self.group.take() {
-            if let Err(e) = tx
-                .prepare_cached("RELEASE grp")
-                .and_then(|mut s| s.execute([]))
-            {
+            if let Err(e) = step(tx, "RELEASE grp") {
                 self.fail(map_sql(e));
             }
             self.done

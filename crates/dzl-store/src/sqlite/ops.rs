@@ -11,7 +11,7 @@ use dzl_types::wire::{
 use dzl_types::{CodeId, DepositId, ErrorCode, Group, Purpose, RedemptionId, ScopeSet, TenantId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{SqliteStore, WriteTx};
+use super::{wait_for, SqliteStore, WriteTx};
 use crate::rules::{self, StoredCodeState};
 use crate::{
     AuditQuery, Call, CertPin, CreatedCode, DataKeyKind, InitMaterial, KekRow, KekState,
@@ -475,15 +475,7 @@ const DEPOSITS_PAST_RETENTION: &str = "FROM deposits WHERE state = 'active' AND 
 
 impl Store for SqliteStore {
     fn create_deposit(&self, d: NewDeposit) -> StoreResult<Vec<CreatedCode>> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.submit_deposit(
-            d,
-            Box::new(move |out| {
-                let _ = tx.send(out);
-            }),
-        );
-        rx.recv()
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        wait_for(|reply| self.submit_deposit(d, reply))
     }
 
     fn submits_without_waiting(&self) -> bool {
@@ -662,16 +654,7 @@ impl Store for SqliteStore {
     }
 
     fn redeem(&self, call: &Call, attempt: RedeemAttempt) -> StoreResult<Redeemed> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.submit_redeem(
-            call.clone(),
-            attempt,
-            Box::new(move |out| {
-                let _ = tx.send(out);
-            }),
-        );
-        rx.recv()
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        wait_for(|reply| self.submit_redeem(call.clone(), attempt, reply))
     }
 
     fn submit_redeem(&self, call: Call, attempt: RedeemAttempt, reply: Reply<Redeemed>) {
