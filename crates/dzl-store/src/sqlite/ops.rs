@@ -468,6 +468,48 @@ fn action(call: &Call, result: &str, detail: String) -> AuditRecord {
     }
 }
 
+/// Deposits are filed by subject in runs, keyed (run, subject_index,
+/// deposit_id): a deposit goes into run `audit seq >> SUBJECT_RUN_SHIFT`,
+/// so runs follow one another and each holds at most 8,192 audit entries'
+/// worth of deposits. A deposit's entry lands among the few hundred pages
+/// of the current run, which stay in the writer's cache, instead of on a
+/// random page of one index over every deposit: with ten million stored,
+/// that index no longer fits in memory and each deposit read and wrote a
+/// page of it (docs/performance.md). Finding a subject probes each run
+/// ([`subject_deposit_ids`]).
+const SUBJECT_RUN_SHIFT: u32 = 13;
+
+/// The run a deposit filed now belongs to.
+fn subject_run(tx: &WriteTx) -> StoreResult<i64> {
+    Ok(tx.audit_head()?.seq >> SUBJECT_RUN_SHIFT)
+}
+
+/// The ids of every deposit filed under `subject_index`, run by run: one
+/// seek to the next run, one probe for the subject in it.
+fn subject_deposit_ids(conn: &Connection, subject_index: &str) -> StoreResult<Vec<String>> {
+    let mut next_run = conn
+        .prepare_cached("SELECT run FROM deposit_subjects WHERE run >= ?1 ORDER BY run LIMIT 1")?;
+    let mut in_run = conn.prepare_cached(
+        "SELECT deposit_id FROM deposit_subjects WHERE run = ?1 AND subject_index = ?2",
+    )?;
+    let mut ids = Vec::new();
+    let mut from = i64::MIN;
+    while let Some(run) = next_run
+        .query_row([from], |r| r.get::<_, i64>(0))
+        .optional()?
+    {
+        let mut rows = in_run.query(params![run, subject_index])?;
+        while let Some(r) = rows.next()? {
+            ids.push(r.get(0)?);
+        }
+        match run.checked_add(1) {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    Ok(ids)
+}
+
 /// Selects issued codes past their deadline ([`rules::code_expirable`]).
 const EXPIRABLE_CODES: &str = "FROM codes WHERE state = 'issued' AND expires_at <= ?1";
 /// Selects deposits past retention ([`rules::deposit_past_retention`]).
@@ -517,6 +559,10 @@ impl Store for SqliteStore {
             if d.identity_key.kek_version != d.records_key.kek_version {
                 ensure_wrappable(conn, d.identity_key.kek_version)?;
             }
+            conn.prepare_cached(
+                "INSERT INTO deposit_subjects (run, subject_index, deposit_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![subject_run(conn)?, d.subject_index, d.id.as_str()])?;
             conn.prepare_cached("INSERT INTO data_keys (deposit_id, kek_version, wrapped) VALUES (?1, ?2, ?3)")?
                 .execute(params![d.id.as_str(), d.records_key.kek_version, d.records_key.bytes])?;
             for (group, envelope) in &d.records {
@@ -727,53 +773,62 @@ impl Store for SqliteStore {
     ) -> StoreResult<SubjectAccessResponse> {
         let (call, subject_index) = (call.clone(), subject_index.to_owned());
         self.write(move |conn| {
-            let mut deposits = Vec::new();
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, platform_id, external_ref, purpose, created_at, state, groups
-                 FROM deposits WHERE subject_index = ?1 ORDER BY created_at, id",
-            )?;
-            let mut rows = stmt.query([&subject_index])?;
-            while let Some(r) = rows.next()? {
-                deposits.push(SubjectDeposit {
-                    deposit_id: DepositId::from_trusted(r.get(0)?),
-                    platform_id: TenantId::from_trusted(r.get(1)?),
-                    external_ref: r.get(2)?,
-                    purpose: purpose(&r.get::<_, String>(3)?)?,
-                    created_at: from_ms(r.get(4)?)?,
-                    state: r.get(5)?,
-                    groups: scopes(&r.get::<_, String>(6)?)?,
-                });
-            }
+            let ids = subject_deposit_ids(conn, &subject_index)?;
+            let mut deposits = Vec::with_capacity(ids.len());
             let mut redemptions = Vec::new();
-            let mut stmt = conn.prepare_cached(
-                "SELECT r.id, r.deposit_id, r.funder_id, r.redeemed_at, r.purpose, r.scopes,
-                        r.decision, r.amount_fen, r.reported_at
-                 FROM redemptions r JOIN deposits d ON d.id = r.deposit_id
-                 WHERE d.subject_index = ?1 ORDER BY r.redeemed_at, r.id",
-            )?;
-            let mut rows = stmt.query([&subject_index])?;
-            while let Some(r) = rows.next()? {
-                let id: String = r.get(0)?;
-                let decision: Option<String> = r.get(6)?;
-                let outcome = match decision {
-                    Some(d) => Some(make_outcome(
-                        id.clone(),
-                        &d,
-                        r.get(7)?,
-                        r.get::<_, Option<i64>>(8)?.unwrap_or(0),
-                    )?),
-                    None => None,
-                };
-                redemptions.push(SubjectRedemption {
-                    redemption_id: RedemptionId::from_trusted(id),
-                    deposit_id: DepositId::from_trusted(r.get(1)?),
-                    funder_id: TenantId::from_trusted(r.get(2)?),
-                    redeemed_at: from_ms(r.get(3)?)?,
-                    purpose: purpose(&r.get::<_, String>(4)?)?,
-                    scopes: scopes(&r.get::<_, String>(5)?)?,
-                    outcome,
-                });
+            for id in &ids {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT platform_id, external_ref, purpose, created_at, state, groups
+                     FROM deposits WHERE id = ?1",
+                )?;
+                let mut rows = stmt.query([id])?;
+                while let Some(r) = rows.next()? {
+                    deposits.push(SubjectDeposit {
+                        deposit_id: DepositId::from_trusted(id.clone()),
+                        platform_id: TenantId::from_trusted(r.get(0)?),
+                        external_ref: r.get(1)?,
+                        purpose: purpose(&r.get::<_, String>(2)?)?,
+                        created_at: from_ms(r.get(3)?)?,
+                        state: r.get(4)?,
+                        groups: scopes(&r.get::<_, String>(5)?)?,
+                    });
+                }
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, funder_id, redeemed_at, purpose, scopes, decision, amount_fen,
+                            reported_at
+                     FROM redemptions WHERE deposit_id = ?1",
+                )?;
+                let mut rows = stmt.query([id])?;
+                while let Some(r) = rows.next()? {
+                    let redemption: String = r.get(0)?;
+                    let decision: Option<String> = r.get(5)?;
+                    let outcome = match decision {
+                        Some(d) => Some(make_outcome(
+                            redemption.clone(),
+                            &d,
+                            r.get(6)?,
+                            r.get::<_, Option<i64>>(7)?.unwrap_or(0),
+                        )?),
+                        None => None,
+                    };
+                    redemptions.push(SubjectRedemption {
+                        redemption_id: RedemptionId::from_trusted(redemption),
+                        deposit_id: DepositId::from_trusted(id.clone()),
+                        funder_id: TenantId::from_trusted(r.get(1)?),
+                        redeemed_at: from_ms(r.get(2)?)?,
+                        purpose: purpose(&r.get::<_, String>(3)?)?,
+                        scopes: scopes(&r.get::<_, String>(4)?)?,
+                        outcome,
+                    });
+                }
             }
+            deposits.sort_by(|a, b| {
+                (a.created_at, a.deposit_id.as_str()).cmp(&(b.created_at, b.deposit_id.as_str()))
+            });
+            redemptions.sort_by(|a, b| {
+                (a.redeemed_at, a.redemption_id.as_str())
+                    .cmp(&(b.redeemed_at, b.redemption_id.as_str()))
+            });
             append_audit(
                 conn,
                 AuditRecord {
@@ -1782,4 +1837,37 @@ fn redeem_in_tx(
         records,
         identity,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_is_found_in_every_run_and_only_that_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open_connection(dir.path()).unwrap();
+        super::super::schema::migrate(&conn).unwrap();
+        let file = |run: i64, subject: &str, deposit: &str| {
+            conn.execute(
+                "INSERT INTO deposit_subjects (run, subject_index, deposit_id) VALUES (?1, ?2, ?3)",
+                params![run, subject, deposit],
+            )
+            .unwrap();
+        };
+        file(0, "s", "dep_a");
+        file(1, "t", "dep_b");
+        file(5, "s", "dep_d");
+        file(5, "s", "dep_c");
+        file(5, "s0", "dep_e");
+        file(1000, "t", "dep_f");
+        file(i64::MAX, "s", "dep_g");
+        assert_eq!(
+            subject_deposit_ids(&conn, "s").unwrap(),
+            ["dep_a", "dep_c", "dep_d", "dep_g"]
+        );
+        assert_eq!(subject_deposit_ids(&conn, "t").unwrap(), ["dep_b", "dep_f"]);
+        assert!(subject_deposit_ids(&conn, "u").unwrap().is_empty());
+    }
 }

@@ -190,6 +190,21 @@ const MIGRATIONS: &[&str] = &[
     // 3: a tenant may be pinned to its client certificate (`sha256:<hex>`
     // or `subject:<DN>`, dzl_crypto::CertPin's stored form).
     "ALTER TABLE tenants ADD COLUMN cert_pin TEXT;",
+    // 4: subjects are found through runs, not one index over all deposits
+    // (ops::SUBJECT_RUN_SHIFT). Each deposit files (run, subject_index,
+    // deposit_id); the deposits already stored form run 0, copied in the
+    // old index's order so the copy appends.
+    "
+    CREATE TABLE deposit_subjects (
+        run           INTEGER NOT NULL,
+        subject_index TEXT NOT NULL,
+        deposit_id    TEXT NOT NULL,
+        PRIMARY KEY (run, subject_index, deposit_id)
+    ) WITHOUT ROWID;
+    INSERT INTO deposit_subjects (run, subject_index, deposit_id)
+        SELECT 0, subject_index, id FROM deposits ORDER BY subject_index, id;
+    DROP INDEX deposits_subject;
+    ",
 ];
 
 /// Brings the schema up to date in one transaction, reading the version
@@ -238,6 +253,11 @@ mod tests {
                  scopes, purpose, state, created_at, expires_at, redeemed_at)
              VALUES (41, 'cod_a', X'01', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
                  'redeemed', 1, 2, 3);
+             INSERT INTO deposits (id, platform_id, external_ref, purpose, consent,
+                 consent_scopes, consent_expires, groups, subject_index, subject_ref, state,
+                 created_at)
+             VALUES ('dep_1', 'ten_p', 'R-1', 'drawdown', '{}', 'risk', 9, 'risk', 'subj',
+                 'sub_1', 'active', 1);
              INSERT INTO tenants (id, kind, name, key_id, secret_kek_version, secret_sealed,
                  purposes, rate_limit, state, created_at, updated_at)
              VALUES ('ten_p', 'platform', 'P', 'k_1', 1, X'02', '', 10, 'active', 1, 1);",
@@ -280,6 +300,18 @@ mod tests {
             .query_row("SELECT cert_pin FROM tenants", [], |r| r.get(0))
             .unwrap();
         assert_eq!(pin, None, "migration 3: existing tenants are not pinned");
+        let filed: (i64, String, String) = conn
+            .query_row(
+                "SELECT run, subject_index, deposit_id FROM deposit_subjects",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            filed,
+            (0, "subj".into(), "dep_1".into()),
+            "migration 4 files stored deposits in run 0"
+        );
         // Idempotent.
         migrate(&conn).unwrap();
     }
