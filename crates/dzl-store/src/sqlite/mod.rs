@@ -656,6 +656,20 @@ impl SqliteStore {
         f(&conn)
     }
 
+    /// Runs `f` on the read connection inside one read transaction, so
+    /// every statement of `f` sees the same snapshot.
+    pub(crate) fn read_snapshot<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        self.read(|conn| {
+            conn.execute_batch("BEGIN")?;
+            let result = f(conn);
+            let _ = conn.execute_batch("COMMIT");
+            result
+        })
+    }
+
     /// Stops the writer after the queued jobs; later calls fail.
     pub fn close(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {

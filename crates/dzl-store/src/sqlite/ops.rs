@@ -510,6 +510,70 @@ fn subject_deposit_ids(conn: &Connection, subject_index: &str) -> StoreResult<Ve
     Ok(ids)
 }
 
+/// What the vault holds about one subject: their deposits, by creation
+/// time, and every redemption of them, by redemption time.
+fn subject_report(conn: &Connection, subject_index: &str) -> StoreResult<SubjectAccessResponse> {
+    let ids = subject_deposit_ids(conn, subject_index)?;
+    let mut deposits = Vec::with_capacity(ids.len());
+    let mut redemptions = Vec::new();
+    for id in &ids {
+        let mut stmt = conn.prepare_cached(
+            "SELECT platform_id, external_ref, purpose, created_at, state, groups
+             FROM deposits WHERE id = ?1",
+        )?;
+        let mut rows = stmt.query([id])?;
+        while let Some(r) = rows.next()? {
+            deposits.push(SubjectDeposit {
+                deposit_id: DepositId::from_trusted(id.clone()),
+                platform_id: TenantId::from_trusted(r.get(0)?),
+                external_ref: r.get(1)?,
+                purpose: purpose(&r.get::<_, String>(2)?)?,
+                created_at: from_ms(r.get(3)?)?,
+                state: r.get(4)?,
+                groups: scopes(&r.get::<_, String>(5)?)?,
+            });
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, funder_id, redeemed_at, purpose, scopes, decision, amount_fen,
+                    reported_at
+             FROM redemptions WHERE deposit_id = ?1",
+        )?;
+        let mut rows = stmt.query([id])?;
+        while let Some(r) = rows.next()? {
+            let redemption: String = r.get(0)?;
+            let decision: Option<String> = r.get(5)?;
+            let outcome = match decision {
+                Some(d) => Some(make_outcome(
+                    redemption.clone(),
+                    &d,
+                    r.get(6)?,
+                    r.get::<_, Option<i64>>(7)?.unwrap_or(0),
+                )?),
+                None => None,
+            };
+            redemptions.push(SubjectRedemption {
+                redemption_id: RedemptionId::from_trusted(redemption),
+                deposit_id: DepositId::from_trusted(id.clone()),
+                funder_id: TenantId::from_trusted(r.get(1)?),
+                redeemed_at: from_ms(r.get(2)?)?,
+                purpose: purpose(&r.get::<_, String>(3)?)?,
+                scopes: scopes(&r.get::<_, String>(4)?)?,
+                outcome,
+            });
+        }
+    }
+    deposits.sort_by(|a, b| {
+        (a.created_at, a.deposit_id.as_str()).cmp(&(b.created_at, b.deposit_id.as_str()))
+    });
+    redemptions.sort_by(|a, b| {
+        (a.redeemed_at, a.redemption_id.as_str()).cmp(&(b.redeemed_at, b.redemption_id.as_str()))
+    });
+    Ok(SubjectAccessResponse {
+        deposits,
+        redemptions,
+    })
+}
+
 /// Selects issued codes past their deadline ([`rules::code_expirable`]).
 const EXPIRABLE_CODES: &str = "FROM codes WHERE state = 'issued' AND expires_at <= ?1";
 /// Selects deposits past retention ([`rules::deposit_past_retention`]).
@@ -771,81 +835,28 @@ impl Store for SqliteStore {
         call: &Call,
         subject_index: &str,
     ) -> StoreResult<SubjectAccessResponse> {
-        let (call, subject_index) = (call.clone(), subject_index.to_owned());
+        // Read from a snapshot, off the writer: finding a subject probes
+        // every run of the subject index, which the writer should not wait
+        // for. The report is released only once its audit entry commits.
+        let report = self.read_snapshot(|conn| subject_report(conn, subject_index))?;
+        let detail = format!(
+            "{} deposits, {} redemptions reported",
+            report.deposits.len(),
+            report.redemptions.len()
+        );
+        let call = call.clone();
         self.write(move |conn| {
-            let ids = subject_deposit_ids(conn, &subject_index)?;
-            let mut deposits = Vec::with_capacity(ids.len());
-            let mut redemptions = Vec::new();
-            for id in &ids {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT platform_id, external_ref, purpose, created_at, state, groups
-                     FROM deposits WHERE id = ?1",
-                )?;
-                let mut rows = stmt.query([id])?;
-                while let Some(r) = rows.next()? {
-                    deposits.push(SubjectDeposit {
-                        deposit_id: DepositId::from_trusted(id.clone()),
-                        platform_id: TenantId::from_trusted(r.get(0)?),
-                        external_ref: r.get(1)?,
-                        purpose: purpose(&r.get::<_, String>(2)?)?,
-                        created_at: from_ms(r.get(3)?)?,
-                        state: r.get(4)?,
-                        groups: scopes(&r.get::<_, String>(5)?)?,
-                    });
-                }
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, funder_id, redeemed_at, purpose, scopes, decision, amount_fen,
-                            reported_at
-                     FROM redemptions WHERE deposit_id = ?1",
-                )?;
-                let mut rows = stmt.query([id])?;
-                while let Some(r) = rows.next()? {
-                    let redemption: String = r.get(0)?;
-                    let decision: Option<String> = r.get(5)?;
-                    let outcome = match decision {
-                        Some(d) => Some(make_outcome(
-                            redemption.clone(),
-                            &d,
-                            r.get(6)?,
-                            r.get::<_, Option<i64>>(7)?.unwrap_or(0),
-                        )?),
-                        None => None,
-                    };
-                    redemptions.push(SubjectRedemption {
-                        redemption_id: RedemptionId::from_trusted(redemption),
-                        deposit_id: DepositId::from_trusted(id.clone()),
-                        funder_id: TenantId::from_trusted(r.get(1)?),
-                        redeemed_at: from_ms(r.get(2)?)?,
-                        purpose: purpose(&r.get::<_, String>(3)?)?,
-                        scopes: scopes(&r.get::<_, String>(4)?)?,
-                        outcome,
-                    });
-                }
-            }
-            deposits.sort_by(|a, b| {
-                (a.created_at, a.deposit_id.as_str()).cmp(&(b.created_at, b.deposit_id.as_str()))
-            });
-            redemptions.sort_by(|a, b| {
-                (a.redeemed_at, a.redemption_id.as_str())
-                    .cmp(&(b.redeemed_at, b.redemption_id.as_str()))
-            });
             append_audit(
                 conn,
                 AuditRecord {
-                    detail: Some(format!(
-                        "{} deposits, {} redemptions reported",
-                        deposits.len(),
-                        redemptions.len()
-                    )),
+                    detail: Some(detail),
                     ..record(&call, "ok")
                 },
             )?;
             meter(conn, &call, "ok");
-            Ok(SubjectAccessResponse {
-                deposits,
-                redemptions,
-            })
-        })
+            Ok(())
+        })?;
+        Ok(report)
     }
 
     fn record_refusal(&self, call: &Call, refusal: ErrorCode) -> StoreResult<()> {
@@ -1419,18 +1430,13 @@ impl Store for SqliteStore {
         &self,
         progress: &mut dyn FnMut(i64),
     ) -> StoreResult<Result<u64, dzl_audit::ChainError>> {
-        self.read(|conn| {
-            // One read transaction, so the head and the entries agree.
-            conn.execute_batch("BEGIN")?;
-            let result = (|| {
-                let head = stored_audit_head(conn)?;
-                let mut stmt =
-                    conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"))?;
-                let rows = stmt.query_map([], audit_row)?;
-                Ok(dzl_audit::verify_chain(rows, &head, &mut *progress))
-            })();
-            let _ = conn.execute_batch("COMMIT");
-            result
+        // One snapshot, so the head and the entries agree.
+        self.read_snapshot(|conn| {
+            let head = stored_audit_head(conn)?;
+            let mut stmt =
+                conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq"))?;
+            let rows = stmt.query_map([], audit_row)?;
+            Ok(dzl_audit::verify_chain(rows, &head, &mut *progress))
         })
     }
 
@@ -1506,33 +1512,28 @@ impl Store for SqliteStore {
 
     fn purge_preview(&self, plan: &PurgePlan) -> StoreResult<PurgeCounts> {
         let plan = *plan;
-        self.read(|conn| {
-            // One read transaction, so the three counts agree.
-            conn.execute_batch("BEGIN")?;
-            let result = (|| {
-                let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<u64> {
-                    Ok(conn.prepare(sql)?.query_row(p, |r| r.get::<_, i64>(0))? as u64)
-                };
-                let (now, cutoff) = (ms(plan.now), ms(plan.deposits_created_before));
-                Ok(PurgeCounts {
-                    codes_expired: count(&format!("SELECT count(*) {EXPIRABLE_CODES}"), &[&now])?,
-                    deposits_shredded: count(
-                        &format!("SELECT count(*) {DEPOSITS_PAST_RETENTION}"),
-                        &[&cutoff],
-                    )?,
-                    // Expiry runs first, so only codes still in time are revoked.
-                    codes_revoked: count(
-                        &format!(
-                            "SELECT count(*) FROM codes WHERE state = 'issued' AND expires_at > ?1
-                             AND deposit_id IN (SELECT id {})",
-                            DEPOSITS_PAST_RETENTION.replace("?1", "?2")
-                        ),
-                        &[&now, &cutoff],
-                    )?,
-                })
-            })();
-            let _ = conn.execute_batch("COMMIT");
-            result
+        // One snapshot, so the three counts agree.
+        self.read_snapshot(|conn| {
+            let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<u64> {
+                Ok(conn.prepare(sql)?.query_row(p, |r| r.get::<_, i64>(0))? as u64)
+            };
+            let (now, cutoff) = (ms(plan.now), ms(plan.deposits_created_before));
+            Ok(PurgeCounts {
+                codes_expired: count(&format!("SELECT count(*) {EXPIRABLE_CODES}"), &[&now])?,
+                deposits_shredded: count(
+                    &format!("SELECT count(*) {DEPOSITS_PAST_RETENTION}"),
+                    &[&cutoff],
+                )?,
+                // Expiry runs first, so only codes still in time are revoked.
+                codes_revoked: count(
+                    &format!(
+                        "SELECT count(*) FROM codes WHERE state = 'issued' AND expires_at > ?1
+                         AND deposit_id IN (SELECT id {})",
+                        DEPOSITS_PAST_RETENTION.replace("?1", "?2")
+                    ),
+                    &[&now, &cutoff],
+                )?,
+            })
         })
     }
 
