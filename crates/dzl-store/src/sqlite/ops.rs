@@ -835,10 +835,11 @@ impl Store for SqliteStore {
         call: &Call,
         subject_index: &str,
     ) -> StoreResult<SubjectAccessResponse> {
-        // Read from a snapshot, off the writer: finding a subject probes
-        // every run of the subject index, which the writer should not wait
-        // for. The report is released only once its audit entry commits.
-        let report = self.read_snapshot(|conn| subject_report(conn, subject_index))?;
+        // Read from a snapshot, off the writer and off the shared read
+        // connection: finding a subject probes every run of the subject
+        // index, which neither should wait for. The report is released
+        // only once its audit entry commits.
+        let report = self.read_snapshot_apart(|conn| subject_report(conn, subject_index))?;
         let detail = format!(
             "{} deposits, {} redemptions reported",
             report.deposits.len(),
