@@ -96,12 +96,7 @@ impl Job {
                 Err(e) => Err(e.clone()),
                 Ok(conn) => in_savepoint(conn, f),
             };
-            Box::new(move |commit_err| {
-                reply(match commit_err {
-                    Some(e) => Err(e),
-                    None => result,
-                })
-            })
+            completion(result, reply)
         }))
     }
 
@@ -162,14 +157,19 @@ where
             (None, Some(result)) => result,
             (None, None) => Err(StoreError::Unavailable("the write never ran".into())),
         };
-        let reply = self.reply;
-        Box::new(move |commit_err| {
-            reply(match commit_err {
-                Some(e) => Err(e),
-                None => result,
-            })
-        })
+        completion(result, self.reply)
     }
+}
+
+/// A job's completion: `reply` gets the job's `result` once its
+/// transaction is durable, or the commit's (or sync's) error instead.
+fn completion<R: Send + 'static>(result: StoreResult<R>, reply: crate::Reply<R>) -> Completion {
+    Box::new(move |commit_err| {
+        reply(match commit_err {
+            Some(e) => Err(e),
+            None => result,
+        })
+    })
 }
 
 /// The writer's connection, and what its open transaction has still to
@@ -720,7 +720,6 @@ impl Clone for StoreError {
     }
 }
 
-/// Submits a call with `submit` and blocks until its reply.
 /// Runs `f` inside one read transaction on `conn`.
 fn snapshot<R>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<R>) -> StoreResult<R> {
     conn.execute_batch("BEGIN")?;
@@ -729,6 +728,7 @@ fn snapshot<R>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreResult<R>)
     result
 }
 
+/// Submits a call with `submit` and blocks until its reply.
 pub(crate) fn wait_for<R: Send + 'static>(submit: impl FnOnce(crate::Reply<R>)) -> StoreResult<R> {
     let (tx, rx) = mpsc::sync_channel::<StoreResult<R>>(1);
     submit(Box::new(move |out| {
