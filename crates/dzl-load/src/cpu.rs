@@ -94,6 +94,12 @@ fn group(name: &str) -> &'static str {
         "load generator"
     } else if name.starts_with("actix-server") || name.starts_with("actix-rt") {
         "http workers (actix)"
+    } else if name.starts_with("dzl-sqlite-sync") {
+        // Makes each commit durable (fdatasync) and answers its callers.
+        "store sync"
+    } else if name.starts_with("dzl-sqlite-chec") {
+        // Copies the WALs into the database files.
+        "store checkpointer"
     } else if name.contains("writer") || name.contains("sqlite") {
         "store writer"
     } else if name.starts_with("tokio-runtime") {
@@ -116,6 +122,16 @@ mod tests {
         let line = "7 (a) b) S 1 1 1 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0";
         assert_eq!(parse_stat(line), Some(("a) b".into(), 3, 4)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn the_store_threads_are_told_apart() {
+        // Thread names as /proc gives them: cut to 15 bytes.
+        assert_eq!(group("dzl-sqlite-writ"), "store writer");
+        assert_eq!(group("dzl-sqlite-sync"), "store sync");
+        assert_eq!(group("dzl-sqlite-chec"), "store checkpointer");
+        assert_eq!(group("actix-rt|system"), "http workers (actix)");
+        assert_eq!(group("dzl-load"), "load generator");
     }
 
     #[test]
