@@ -223,10 +223,12 @@ struct CodeRow {
     state: StoredCodeState,
     expires_at: DateTime<Utc>,
     redeemed_at: Option<DateTime<Utc>>,
+    /// Its redemption, once redeemed.
+    redemption_id: Option<String>,
 }
 
 const CODE_COLUMNS: &str = "row, code_id, secret_hash, deposit_id, platform_id, funder_id, scopes,
-    purpose, state, expires_at, redeemed_at";
+    purpose, state, expires_at, redeemed_at, redemption_id";
 
 fn code_row(r: &Row<'_>) -> rusqlite::Result<RawCode> {
     Ok((
@@ -241,6 +243,7 @@ fn code_row(r: &Row<'_>) -> rusqlite::Result<RawCode> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
     ))
 }
 
@@ -256,11 +259,24 @@ type RawCode = (
     String,
     i64,
     Option<i64>,
+    Option<String>,
 );
 
 fn parse_code(raw: RawCode) -> StoreResult<CodeRow> {
-    let (row, code_id, secret_hash, deposit_id, platform_id, funder_id, s, p, state, exp, red) =
-        raw;
+    let (
+        row,
+        code_id,
+        secret_hash,
+        deposit_id,
+        platform_id,
+        funder_id,
+        s,
+        p,
+        state,
+        exp,
+        red,
+        redemption_id,
+    ) = raw;
     Ok(CodeRow {
         row,
         code_id,
@@ -273,6 +289,7 @@ fn parse_code(raw: RawCode) -> StoreResult<CodeRow> {
         state: StoredCodeState::parse(&state).ok_or_else(|| corrupt("code state"))?,
         expires_at: from_ms(exp)?,
         redeemed_at: red.map(from_ms).transpose()?,
+        redemption_id,
     })
 }
 
@@ -294,13 +311,17 @@ fn load_code_by_row(conn: &Connection, row: i64) -> StoreResult<Option<CodeRow>>
         .transpose()
 }
 
-fn outcome_of(conn: &Connection, code_row: i64) -> StoreResult<Option<Outcome>> {
+/// The outcome reported for the code's redemption, if any.
+fn outcome_of(conn: &Connection, c: &CodeRow) -> StoreResult<Option<Outcome>> {
+    let Some(redemption_id) = &c.redemption_id else {
+        return Ok(None);
+    };
     let raw = conn
         .prepare_cached(
             "SELECT id, decision, amount_fen, reported_at FROM redemptions
-             WHERE code_row = ?1 AND decision IS NOT NULL",
+             WHERE id = ?1 AND decision IS NOT NULL",
         )?
-        .query_row([code_row], |r| {
+        .query_row([redemption_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -337,7 +358,7 @@ fn status_of(conn: &Connection, c: &CodeRow, now: DateTime<Utc>) -> StoreResult<
         purpose: c.purpose,
         expires_at: c.expires_at,
         redeemed_at: c.redeemed_at,
-        outcome: outcome_of(conn, c.row)?,
+        outcome: outcome_of(conn, c)?,
     })
 }
 
@@ -533,10 +554,12 @@ fn subject_report(conn: &Connection, subject_index: &str) -> StoreResult<Subject
                 groups: scopes(&r.get::<_, String>(5)?)?,
             });
         }
+        // A deposit's redemptions, through its codes (schema migration 5).
         let mut stmt = conn.prepare_cached(
-            "SELECT id, funder_id, redeemed_at, purpose, scopes, decision, amount_fen,
-                    reported_at
-             FROM redemptions WHERE deposit_id = ?1",
+            "SELECT r.id, r.funder_id, r.redeemed_at, r.purpose, r.scopes, r.decision,
+                    r.amount_fen, r.reported_at
+             FROM codes AS c JOIN redemptions AS r ON r.id = c.redemption_id
+             WHERE c.deposit_id = ?1",
         )?;
         let mut rows = stmt.query([id])?;
         while let Some(r) = rows.next()? {
@@ -1732,8 +1755,11 @@ fn redeem_in_tx(
     }
     // The one conditional update that makes redemption exactly-once.
     let won = conn
-        .prepare_cached("UPDATE codes SET state = 'redeemed', redeemed_at = ?1 WHERE row = ?2 AND state = 'issued'")?
-        .execute(params![ms(call.now), c.row])?;
+        .prepare_cached(
+            "UPDATE codes SET state = 'redeemed', redeemed_at = ?1, redemption_id = ?2
+             WHERE row = ?3 AND state = 'issued'",
+        )?
+        .execute(params![ms(call.now), attempt.redemption_id.as_str(), c.row])?;
     if won != 1 {
         let code = ErrorCode::CodeAlreadyRedeemed;
         return refuse(

@@ -205,6 +205,48 @@ const MIGRATIONS: &[&str] = &[
         SELECT 0, subject_index, id FROM deposits ORDER BY subject_index, id;
     DROP INDEX deposits_subject;
     ",
+    // 5: a redemption is found through its code, not through indexes kept
+    // in redemption order. Funders redeem codes in no particular order, so
+    // `redemptions_deposit` and the UNIQUE index on `code_row` took each
+    // insert to a random leaf: a page apiece per redemption, and at ten
+    // million redemptions indexes beyond the cache (docs/performance.md).
+    // The code's row, which the redemption updates anyway, now names its
+    // redemption; a deposit's redemptions are its codes' (`codes_deposit`).
+    // One redemption per code: the conditional update that redeems, and
+    // the trigger, which refuses to rename a code's redemption. Codes are
+    // linked in row order, through the old `code_row` index, which reads
+    // both in order; the copy reads `redemptions` in key order, so it
+    // appends.
+    "
+    ALTER TABLE codes ADD COLUMN redemption_id TEXT;
+    UPDATE codes SET redemption_id = (SELECT id FROM redemptions WHERE code_row = codes.row)
+        WHERE EXISTS (SELECT 1 FROM redemptions WHERE code_row = codes.row);
+    CREATE TRIGGER codes_one_redemption BEFORE UPDATE OF redemption_id ON codes
+        WHEN OLD.redemption_id IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, 'a code is redeemed once'); END;
+
+    CREATE TABLE redemptions_v5 (
+        id          TEXT PRIMARY KEY,
+        code_row    INTEGER NOT NULL,
+        code_id     TEXT NOT NULL,
+        deposit_id  TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        funder_id   TEXT NOT NULL,
+        purpose     TEXT NOT NULL,
+        scopes      TEXT NOT NULL,
+        redeemed_at INTEGER NOT NULL,
+        decision    TEXT,
+        amount_fen  INTEGER,
+        reported_at INTEGER
+    ) WITHOUT ROWID;
+    INSERT INTO redemptions_v5 (id, code_row, code_id, deposit_id, platform_id, funder_id,
+            purpose, scopes, redeemed_at, decision, amount_fen, reported_at)
+        SELECT id, code_row, code_id, deposit_id, platform_id, funder_id,
+            purpose, scopes, redeemed_at, decision, amount_fen, reported_at
+        FROM redemptions ORDER BY id;
+    DROP TABLE redemptions;
+    ALTER TABLE redemptions_v5 RENAME TO redemptions;
+    ",
 ];
 
 /// Brings the schema up to date in one transaction, reading the version
@@ -314,5 +356,86 @@ mod tests {
         );
         // Idempotent.
         migrate(&conn).unwrap();
+    }
+
+    #[test]
+    fn migration_5_links_each_redemption_from_its_code_and_keeps_it() {
+        let conn = v1();
+        conn.execute_batch(
+            "INSERT INTO codes (row, code_id, secret_hash, deposit_id, platform_id, funder_id,
+                 scopes, purpose, state, created_at, expires_at, redeemed_at)
+             VALUES (7, 'cod_r', X'01', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
+                 'redeemed', 1, 2, 3),
+                    (8, 'cod_i', X'02', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
+                 'issued', 1, 2, NULL);
+             INSERT INTO redemptions (id, code_row, code_id, deposit_id, platform_id, funder_id,
+                 purpose, scopes, redeemed_at, decision, amount_fen, reported_at)
+             VALUES ('red_1', 7, 'cod_r', 'dep_1', 'ten_p', 'ten_f', 'drawdown', 'risk', 3,
+                 'approved', 500, 4);",
+        )
+        .unwrap();
+
+        migrate(&conn).unwrap();
+
+        let linked: Vec<(i64, Option<String>)> = conn
+            .prepare("SELECT row, redemption_id FROM codes ORDER BY row")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(linked, vec![(7, Some("red_1".into())), (8, None)]);
+        let kept: (
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        ) = conn
+            .query_row(
+                "SELECT code_row, code_id, deposit_id, decision, amount_fen, reported_at
+                 FROM redemptions WHERE id = 'red_1'",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            kept,
+            (
+                7,
+                "cod_r".into(),
+                "dep_1".into(),
+                Some("approved".into()),
+                Some(500),
+                Some(4)
+            )
+        );
+        // Only the primary key: no index kept in redemption order.
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'redemptions'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        // A code names one redemption, once.
+        let renamed = conn.execute("UPDATE codes SET redemption_id = 'red_2' WHERE row = 7", []);
+        assert!(
+            renamed.is_err(),
+            "a redeemed code's redemption was replaced"
+        );
+        conn.execute("UPDATE codes SET redemption_id = 'red_3' WHERE row = 8", [])
+            .unwrap();
     }
 }
