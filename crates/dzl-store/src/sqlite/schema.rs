@@ -399,19 +399,20 @@ mod tests {
         for sql in &MIGRATIONS[..4] {
             conn.execute_batch(sql).unwrap();
         }
-        conn.execute_batch(
-            "PRAGMA main.user_version = 4;
-             INSERT INTO codes (row, code_id, secret_hash, deposit_id, platform_id, funder_id,
-                 scopes, purpose, state, created_at, expires_at, redeemed_at)
-             VALUES (7, 'cod_r', X'01', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
-                 'redeemed', 1, 2, 3);
-             INSERT INTO redemptions (id, code_row, code_id, deposit_id, platform_id, funder_id,
-                 purpose, scopes, redeemed_at)
-             VALUES ('red_1', 7, 'cod_r', 'dep_1', 'ten_p', 'ten_f', 'drawdown', 'risk', 3);",
-        )
-        .unwrap();
+        conn.execute_batch("PRAGMA main.user_version = 4").unwrap();
+        conn.execute_batch(REDEEMED_CODE).unwrap();
         conn
     }
+
+    /// Code row 7, redeemed by `red_1` (columns as of schema 1 to 4).
+    const REDEEMED_CODE: &str = "
+        INSERT INTO codes (row, code_id, secret_hash, deposit_id, platform_id, funder_id,
+            scopes, purpose, state, created_at, expires_at, redeemed_at)
+        VALUES (7, 'cod_r', X'01', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
+            'redeemed', 1, 2, 3);
+        INSERT INTO redemptions (id, code_row, code_id, deposit_id, platform_id, funder_id,
+            purpose, scopes, redeemed_at)
+        VALUES ('red_1', 7, 'cod_r', 'dep_1', 'ten_p', 'ten_f', 'drawdown', 'risk', 3);";
 
     fn migrated_in_wal_mode(conn: &Connection) {
         let (version, mode, link): (i64, String, Option<String>) = conn
@@ -480,17 +481,13 @@ mod tests {
     #[test]
     fn migration_5_links_each_redemption_from_its_code_and_keeps_it() {
         let conn = v1();
+        conn.execute_batch(REDEEMED_CODE).unwrap();
         conn.execute_batch(
-            "INSERT INTO codes (row, code_id, secret_hash, deposit_id, platform_id, funder_id,
-                 scopes, purpose, state, created_at, expires_at, redeemed_at)
-             VALUES (7, 'cod_r', X'01', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
-                 'redeemed', 1, 2, 3),
-                    (8, 'cod_i', X'02', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
-                 'issued', 1, 2, NULL);
-             INSERT INTO redemptions (id, code_row, code_id, deposit_id, platform_id, funder_id,
-                 purpose, scopes, redeemed_at, decision, amount_fen, reported_at)
-             VALUES ('red_1', 7, 'cod_r', 'dep_1', 'ten_p', 'ten_f', 'drawdown', 'risk', 3,
-                 'approved', 500, 4);",
+            "UPDATE redemptions SET decision = 'approved', amount_fen = 500, reported_at = 4;
+             INSERT INTO codes (row, code_id, secret_hash, deposit_id, platform_id, funder_id,
+                 scopes, purpose, state, created_at, expires_at)
+             VALUES (8, 'cod_i', X'02', 'dep_1', 'ten_p', 'ten_f', 'risk', 'drawdown',
+                 'issued', 1, 2);",
         )
         .unwrap();
 
