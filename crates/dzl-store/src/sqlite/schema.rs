@@ -429,22 +429,31 @@ mod tests {
         assert_eq!(link.as_deref(), Some("red_1"));
     }
 
-    #[test]
-    fn a_stored_vault_migrates_outside_the_wal_and_returns_to_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = v4_on_disk(dir.path());
-        // Seen from the migration: main leaves WAL mode while it runs.
+    /// Records `main`'s journal mode as migration 5 links a code (a temp
+    /// trigger, so it is seen from inside the migration's transaction).
+    fn watch_journal_mode(conn: &Connection) {
         conn.execute_batch(
             "CREATE TEMP TABLE seen (mode TEXT);
              CREATE TEMP TRIGGER watch AFTER UPDATE OF redemption_id ON main.codes
                  BEGIN INSERT INTO seen SELECT journal_mode FROM pragma_journal_mode; END;",
         )
         .unwrap();
+    }
+
+    fn journal_mode_seen(conn: &Connection) -> String {
+        conn.query_row("SELECT mode FROM temp.seen", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_stored_vault_migrates_outside_the_wal_and_returns_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = v4_on_disk(dir.path());
+        // Seen from the migration: main leaves WAL mode while it runs.
+        watch_journal_mode(&conn);
         migrate(&conn).unwrap();
         migrated_in_wal_mode(&conn);
-        let seen: String = conn
-            .query_row("SELECT mode FROM temp.seen", [], |r| r.get(0))
-            .unwrap();
+        let seen = journal_mode_seen(&conn);
         assert_eq!(seen, "delete");
         assert!(
             !dir.path().join("vault.db-journal").exists(),
@@ -460,18 +469,11 @@ mod tests {
         let _: i64 = other
             .query_row("SELECT count(*) FROM codes", [], |r| r.get(0))
             .unwrap();
-        conn.execute_batch(
-            "CREATE TEMP TABLE seen (mode TEXT);
-             CREATE TEMP TRIGGER watch AFTER UPDATE OF redemption_id ON main.codes
-                 BEGIN INSERT INTO seen SELECT journal_mode FROM pragma_journal_mode; END;",
-        )
-        .unwrap();
+        watch_journal_mode(&conn);
         migrate(&conn).unwrap();
         migrated_in_wal_mode(&conn);
         migrated_in_wal_mode(&other);
-        let seen: String = conn
-            .query_row("SELECT mode FROM temp.seen", [], |r| r.get(0))
-            .unwrap();
+        let seen = journal_mode_seen(&conn);
         assert_eq!(
             seen, "wal",
             "migrated in WAL mode while held open elsewhere"
