@@ -355,3 +355,152 @@ fn a_rekey_against_a_changed_keyring_changes_nothing() {
     ));
     assert!(admin::load_keys(&store, &new).is_ok());
 }
+
+// ---- what a crash leaves half done between vault.db and identity.db ----
+
+/// The store's audit entries after `after`, as (operation, actor, deposit id).
+fn entries_after(store: &SqliteStore, after: i64) -> Vec<(String, String, Option<String>)> {
+    store
+        .audit_entries(after, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.record.operation, e.record.actor, e.record.deposit_id))
+        .collect()
+}
+
+/// Runs `sql` on one of the store's files directly (the store must be
+/// closed), then dies with it open, as a crash would: the WAL keeps its
+/// frames, so the next open knows the last writer did not close.
+fn crash_after(dir: &std::path::Path, file: &str, sql: &str) {
+    let conn = rusqlite::Connection::open(dir.join(file)).unwrap();
+    conn.execute_batch(sql).unwrap();
+    std::mem::forget(conn);
+}
+
+/// A crash that left every write whole.
+const A_WHOLE_WRITE: &str = "UPDATE meta SET value = value WHERE key = 'generation'";
+
+fn one<T: rusqlite::types::FromSql>(dir: &std::path::Path, file: &str, sql: &str) -> T {
+    let conn = rusqlite::Connection::open(dir.join(file)).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn a_deposit_whose_identity_never_committed_is_voided_as_the_store_opens() {
+    let (dir, store, root) = fresh();
+    let now = Utc::now();
+    deposit(&store, &root, "kept", now, &[3600]);
+    deposit(&store, &root, "half", now, &[3600, 7200]);
+    let head = store.audit_head_seq().unwrap();
+    drop(store);
+    // Killed between the two commits: vault.db has the deposit, identity.db not.
+    crash_after(
+        dir.path(),
+        "identity.db",
+        "DELETE FROM identities WHERE deposit_id = 'dep_half'",
+    );
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(
+        entries_after(&store, head),
+        [(
+            "deposit.void".to_string(),
+            "system".to_string(),
+            Some("dep_half".to_string())
+        )]
+    );
+    assert!(store.verify_audit(&mut |_| {}).unwrap().is_ok());
+    let head = store.audit_head_seq().unwrap();
+    drop(store);
+    let state = |id: &str| -> String {
+        one(
+            dir.path(),
+            "vault.db",
+            &format!("SELECT state FROM deposits WHERE id = '{id}'"),
+        )
+    };
+    assert_eq!(state("dep_half"), "erased");
+    assert_eq!(state("dep_kept"), "active");
+    let left: i64 = one(
+        dir.path(),
+        "vault.db",
+        "SELECT (SELECT count(*) FROM data_keys WHERE deposit_id = 'dep_half')
+              + (SELECT count(*) FROM records WHERE deposit_id = 'dep_half')
+              + (SELECT count(*) FROM codes WHERE deposit_id = 'dep_half' AND state <> 'revoked')",
+    );
+    assert_eq!(left, 0, "no key, ciphertext or live code of it is left");
+    let kept: i64 = one(
+        dir.path(),
+        "identity.db",
+        "SELECT count(*) FROM identities WHERE deposit_id = 'dep_kept'",
+    );
+    assert_eq!(kept, 1);
+
+    // Mended once: after another crash, opening finds nothing and writes nothing.
+    crash_after(dir.path(), "vault.db", A_WHOLE_WRITE);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.audit_head_seq().unwrap(), head);
+}
+
+#[test]
+fn identity_rows_a_crash_left_behind_are_deleted_as_the_store_opens() {
+    let (dir, store, root) = fresh();
+    let now = Utc::now();
+    deposit(&store, &root, "erased", now, &[3600]);
+    deposit(&store, &root, "kept", now, &[3600]);
+    store
+        .erase_deposit(
+            &call("deposit.erase", now),
+            &DepositId::from_trusted("dep_erased".into()),
+        )
+        .unwrap();
+    let head = store.audit_head_seq().unwrap();
+    drop(store);
+    // An erasure whose identity.db half was lost, and a deposit whose
+    // vault.db half was lost (the identity WAL is synced first).
+    crash_after(
+        dir.path(),
+        "identity.db",
+        "INSERT INTO identities (deposit_id, kek_version, wrapped_key, envelope)
+             SELECT 'dep_erased', kek_version, wrapped_key, envelope FROM identities
+             WHERE deposit_id = 'dep_kept';
+         INSERT INTO identities (deposit_id, kek_version, wrapped_key, envelope)
+             SELECT 'dep_lost', kek_version, wrapped_key, envelope FROM identities
+             WHERE deposit_id = 'dep_kept';",
+    );
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut mended = entries_after(&store, head);
+    mended.sort();
+    assert_eq!(
+        mended,
+        [
+            (
+                "identity.discard".to_string(),
+                "system".to_string(),
+                Some("dep_erased".to_string())
+            ),
+            (
+                "identity.discard".to_string(),
+                "system".to_string(),
+                Some("dep_lost".to_string())
+            ),
+        ]
+    );
+    assert!(store.verify_audit(&mut |_| {}).unwrap().is_ok());
+    let head = store.audit_head_seq().unwrap();
+    drop(store);
+    let identities: Vec<String> = rusqlite::Connection::open(dir.path().join("identity.db"))
+        .unwrap()
+        .prepare("SELECT deposit_id FROM identities ORDER BY deposit_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(identities, ["dep_kept"]);
+
+    crash_after(dir.path(), "vault.db", A_WHOLE_WRITE);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.audit_head_seq().unwrap(), head);
+}

@@ -192,9 +192,46 @@ pub fn verify_audit(dir: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// Both integrity checks and the audit chain of the store in `dir`.
+/// Checks that every write is whole across the store's two files: every
+/// active deposit has its identity row, and no identity row belongs to an
+/// erased deposit or to none. Reads every row, so it is for test stores.
+pub fn pairs_check(dir: &Path) -> anyhow::Result<()> {
+    let vault = dzl_store::sqlite::vault_db(dir);
+    let conn = rusqlite::Connection::open(&vault)
+        .with_context(|| format!("opening {}", vault.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let ident = dzl_store::sqlite::identity_db(dir);
+    conn.execute(
+        "ATTACH DATABASE ?1 AS ident",
+        [ident.to_string_lossy().as_ref()],
+    )?;
+    let (without, erased_with, orphans): (i64, i64, i64) = conn.query_row(
+        "SELECT
+           (SELECT count(*) FROM deposits d WHERE d.state = 'active'
+              AND NOT EXISTS (SELECT 1 FROM ident.identities i WHERE i.deposit_id = d.id)),
+           (SELECT count(*) FROM deposits d WHERE d.state = 'erased'
+              AND EXISTS (SELECT 1 FROM ident.identities i WHERE i.deposit_id = d.id)),
+           (SELECT count(*) FROM ident.identities i
+              WHERE NOT EXISTS (SELECT 1 FROM deposits d WHERE d.id = i.deposit_id))",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    anyhow::ensure!(
+        (without, erased_with, orphans) == (0, 0, 0),
+        "writes half done across vault.db and identity.db: {without} active deposits without \
+         their identity row, {erased_with} erased deposits with one, {orphans} identity rows \
+         without a deposit"
+    );
+    Ok(())
+}
+
+/// Both integrity checks, the audit chain of the store in `dir`, and (once
+/// opening the store has mended what a crash left half done) that every
+/// write is whole across its two files.
 pub fn check_store(dir: &Path) -> anyhow::Result<u64> {
     integrity_check(&dzl_store::sqlite::vault_db(dir))?;
     integrity_check(&dzl_store::sqlite::identity_db(dir))?;
-    verify_audit(dir)
+    let entries = verify_audit(dir)?;
+    pairs_check(dir)?;
+    Ok(entries)
 }

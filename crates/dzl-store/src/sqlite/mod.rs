@@ -22,12 +22,12 @@
 //! failed flush the kernel may have dropped pages, and writing on would
 //! build on a hole.
 //!
-//! Caveat: with WAL, SQLite commits the two files one after the other, so a
-//! power cut between the two commits can leave a deposit whose identity row
-//! is missing. Such a deposit was never acknowledged (its codes were never
-//! returned); a redemption of it fails closed as corrupt.
+//! With WAL, SQLite commits the two files one after the other, so a crash
+//! between the two commits leaves one transaction half done in one of them;
+//! `recover` mends that as the store opens, before any job runs.
 
 mod ops;
+mod recover;
 mod schema;
 
 use std::cell::RefCell;
@@ -569,6 +569,8 @@ impl SqliteStore {
         let writer_conn = open_connection(dir)?;
         schema::migrate(&writer_conn)?;
         writer_conn.busy_handler(Some(writer_busy))?;
+        let writer_conn = WriteTx::new(writer_conn);
+        recover::mend(&writer_conn, chrono::Utc::now())?;
         // The sync thread makes each commit durable before it is answered.
         writer_conn.execute_batch(
             "PRAGMA main.wal_autocheckpoint = 0; PRAGMA ident.wal_autocheckpoint = 0;
@@ -596,7 +598,7 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = std::thread::Builder::new()
             .name("dzl-sqlite-writer".into())
-            .spawn(move || writer_loop(WriteTx::new(writer_conn), rx, sync_tx, poisoned, restarts))
+            .spawn(move || writer_loop(writer_conn, rx, sync_tx, poisoned, restarts))
             .map_err(|e| StoreError::Unavailable(format!("starting writer: {e}")))?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(tx)),
@@ -985,6 +987,13 @@ fn size_caches_from(conn: &Connection, large_from_pages: i64) {
     }
 }
 
+/// The WAL file of the database file `db`.
+fn wal_of(db: PathBuf) -> PathBuf {
+    let mut name = db.into_os_string();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
 /// The two WAL files, each opened once it exists (SQLite keeps a WAL while
 /// any connection is open, so a handle stays valid).
 struct Wals {
@@ -995,14 +1004,15 @@ struct Wals {
 
 impl Wals {
     fn new(dir: &Path) -> Wals {
-        let wal = |db: PathBuf| {
-            let mut name = db.into_os_string();
-            name.push("-wal");
-            PathBuf::from(name)
-        };
         Wals {
             dir: dir.to_owned(),
-            paths: [wal(vault_db(dir)), wal(identity_db(dir))],
+            // `identity.db` first: a power cut between the two syncs then
+            // loses the deposits of `vault.db`'s unsynced commits and keeps
+            // identity rows nothing points to, which `recover` deletes as
+            // the store opens. The other order would keep deposits whose
+            // identity rows were lost; `recover` voids those too, but a
+            // deposit stays on record, erased.
+            paths: [wal_of(identity_db(dir)), wal_of(vault_db(dir))],
             files: [None, None],
         }
     }

@@ -449,6 +449,76 @@ fn shred_deposit(conn: &Connection, id: &str, now: DateTime<Utc>) -> StoreResult
     Ok(revoked)
 }
 
+/// The audit record of something the store did by itself, as it opened.
+fn system_record(
+    operation: &str,
+    now: DateTime<Utc>,
+    deposit_id: &str,
+    detail: String,
+) -> AuditRecord {
+    AuditRecord {
+        at: at(now),
+        actor: "system".into(),
+        operation: operation.into(),
+        result: "ok".into(),
+        deposit_id: Some(deposit_id.to_owned()),
+        detail: Some(detail),
+        ..Default::default()
+    }
+}
+
+/// Shreds an active deposit whose identity row is missing
+/// ([`super::recover`]): `vault.db` committed it and `identity.db` did not,
+/// so it was never acknowledged and can never be redeemed. Returns false
+/// when `id` is not such a deposit (any more).
+pub(super) fn void_deposit(tx: &WriteTx, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    let dep = match load_deposit(tx, id)? {
+        Some(d) if !d.erased => d,
+        _ => return Ok(false),
+    };
+    let revoked = shred_deposit(tx, id, now)?;
+    append_audit(
+        tx,
+        AuditRecord {
+            purpose: Some(dep.purpose.as_str().into()),
+            subject_tenant: Some(dep.platform_id),
+            groups: Some(dep.groups.to_list()),
+            ..system_record(
+                "deposit.void",
+                now,
+                id,
+                format!(
+                    "its identity row never reached identity.db before the vault stopped, so it was \
+                     never acknowledged: data keys destroyed; {revoked} outstanding codes revoked"
+                ),
+            )
+        },
+    )?;
+    Ok(true)
+}
+
+/// Deletes the identity row of `id` ([`super::recover`]), which has no
+/// active deposit: its deposit was erased, or never reached `vault.db`.
+pub(super) fn discard_identity(tx: &WriteTx, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    let why = match load_deposit(tx, id)? {
+        Some(d) if d.erased => "the deposit was erased, and the identity.db part of that erasure never \
+             reached the disk before the vault stopped",
+        Some(_) => return Err(StoreError::Invalid(format!("deposit {id} is active; its identity stays"))),
+        None => "its deposit never reached vault.db before the vault stopped, so it was never acknowledged",
+    };
+    tx.prepare_cached("DELETE FROM ident.identities WHERE deposit_id = ?1")?
+        .execute([id])?;
+    append_audit(
+        tx,
+        system_record(
+            "identity.discard",
+            now,
+            id,
+            format!("identity row deleted: {why}"),
+        ),
+    )
+}
+
 /// What still needs KEK `version` at `now`.
 fn key_usage(conn: &Connection, version: u32, now: DateTime<Utc>) -> StoreResult<KeyUsage> {
     let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> StoreResult<u64> {
