@@ -368,6 +368,11 @@ fn entries_after(store: &SqliteStore, after: i64) -> Vec<(String, String, Option
         .collect()
 }
 
+/// An entry the store wrote by itself about `deposit`, as [`entries_after`] lists it.
+fn by_system(operation: &str, deposit: &str) -> (String, String, Option<String>) {
+    (operation.into(), "system".into(), Some(deposit.into()))
+}
+
 /// Runs `sql` on one of the store's files directly (the store must be
 /// closed), then dies with it open, as a crash would: the WAL keeps its
 /// frames, so the next open knows the last writer did not close.
@@ -403,11 +408,7 @@ fn a_deposit_whose_identity_never_committed_is_voided_as_the_store_opens() {
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(
         entries_after(&store, head),
-        [(
-            "deposit.void".to_string(),
-            "system".to_string(),
-            Some("dep_half".to_string())
-        )]
+        [by_system("deposit.void", "dep_half")]
     );
     assert!(store.verify_audit(&mut |_| {}).unwrap().is_ok());
     let head = store.audit_head_seq().unwrap();
@@ -475,16 +476,8 @@ fn identity_rows_a_crash_left_behind_are_deleted_as_the_store_opens() {
     assert_eq!(
         mended,
         [
-            (
-                "identity.discard".to_string(),
-                "system".to_string(),
-                Some("dep_erased".to_string())
-            ),
-            (
-                "identity.discard".to_string(),
-                "system".to_string(),
-                Some("dep_lost".to_string())
-            ),
+            by_system("identity.discard", "dep_erased"),
+            by_system("identity.discard", "dep_lost")
         ]
     );
     assert!(store.verify_audit(&mut |_| {}).unwrap().is_ok());
