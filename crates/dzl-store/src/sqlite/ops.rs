@@ -230,85 +230,47 @@ struct CodeRow {
 const CODE_COLUMNS: &str = "row, code_id, secret_hash, deposit_id, platform_id, funder_id, scopes,
     purpose, state, expires_at, redeemed_at, redemption_id";
 
-fn code_row(r: &Row<'_>) -> rusqlite::Result<RawCode> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-    ))
-}
-
-type RawCode = (
-    i64,
-    String,
-    Vec<u8>,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<String>,
-);
-
-fn parse_code(raw: RawCode) -> StoreResult<CodeRow> {
-    let (
-        row,
-        code_id,
-        secret_hash,
-        deposit_id,
-        platform_id,
-        funder_id,
-        s,
-        p,
-        state,
-        exp,
-        red,
-        redemption_id,
-    ) = raw;
+/// A code's row, read from the columns [`CODE_COLUMNS`] names. The
+/// rusqlite closure that calls it returns its result as is
+/// (`|r| Ok(code_row(r))`), so the stored text parses into the types here.
+fn code_row(r: &Row<'_>) -> StoreResult<CodeRow> {
     Ok(CodeRow {
-        row,
-        code_id,
-        secret_hash,
-        deposit_id,
-        platform_id,
-        funder_id,
-        scopes: scopes(&s)?,
-        purpose: purpose(&p)?,
-        state: StoredCodeState::parse(&state).ok_or_else(|| corrupt("code state"))?,
-        expires_at: from_ms(exp)?,
-        redeemed_at: red.map(from_ms).transpose()?,
-        redemption_id,
+        row: r.get(0)?,
+        code_id: r.get(1)?,
+        secret_hash: r.get(2)?,
+        deposit_id: r.get(3)?,
+        platform_id: r.get(4)?,
+        funder_id: r.get(5)?,
+        scopes: scopes(&r.get::<_, String>(6)?)?,
+        purpose: purpose(&r.get::<_, String>(7)?)?,
+        state: StoredCodeState::parse(&r.get::<_, String>(8)?)
+            .ok_or_else(|| corrupt("code state"))?,
+        expires_at: from_ms(r.get(9)?)?,
+        redeemed_at: r.get::<_, Option<i64>>(10)?.map(from_ms).transpose()?,
+        redemption_id: r.get(11)?,
     })
 }
 
-fn load_code_by_id(conn: &Connection, code_id: &str) -> StoreResult<Option<CodeRow>> {
+/// The code whose `column` (`code_id` or `row`) is `key`.
+fn load_code(
+    conn: &Connection,
+    column: &str,
+    key: impl rusqlite::ToSql,
+) -> StoreResult<Option<CodeRow>> {
     conn.prepare_cached(&format!(
-        "SELECT {CODE_COLUMNS} FROM codes WHERE code_id = ?1"
+        "SELECT {CODE_COLUMNS} FROM codes WHERE {column} = ?1"
     ))?
-    .query_row([code_id], code_row)
+    .query_row([key], |r| Ok(code_row(r)))
     .optional()?
-    .map(parse_code)
     .transpose()
 }
 
+fn load_code_by_id(conn: &Connection, code_id: &str) -> StoreResult<Option<CodeRow>> {
+    load_code(conn, "code_id", code_id)
+}
+
 fn load_code_by_row(conn: &Connection, row: i64) -> StoreResult<Option<CodeRow>> {
-    conn.prepare_cached(&format!("SELECT {CODE_COLUMNS} FROM codes WHERE row = ?1"))?
-        .query_row([row], code_row)
-        .optional()?
-        .map(parse_code)
-        .transpose()
+    load_code(conn, "row", row)
 }
 
 /// The outcome reported for the code's redemption, if any.
@@ -449,52 +411,42 @@ fn shred_deposit(conn: &Connection, id: &str, now: DateTime<Utc>) -> StoreResult
     Ok(revoked)
 }
 
-/// The audit record of something the store did by itself, as it opened.
-fn system_record(
-    operation: &str,
-    now: DateTime<Utc>,
-    deposit_id: &str,
-    detail: String,
-) -> AuditRecord {
-    AuditRecord {
-        at: at(now),
+/// The call of something the store does by itself, as it opens.
+fn by_system(operation: &'static str, now: DateTime<Utc>) -> Call {
+    Call {
         actor: "system".into(),
-        operation: operation.into(),
-        result: "ok".into(),
-        deposit_id: Some(deposit_id.to_owned()),
-        detail: Some(detail),
-        ..Default::default()
+        operation,
+        now,
     }
 }
 
 /// Shreds an active deposit whose identity row is missing
 /// ([`super::recover`]): `vault.db` committed it and `identity.db` did not,
-/// so it was never acknowledged and can never be redeemed. Returns false
-/// when `id` is not such a deposit (any more).
-pub(super) fn void_deposit(tx: &WriteTx, id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+/// so it was never acknowledged and can never be redeemed. Does nothing if
+/// `id` is not an active deposit.
+pub(super) fn void_deposit(tx: &WriteTx, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
     let dep = match load_deposit(tx, id)? {
         Some(d) if !d.erased => d,
-        _ => return Ok(false),
+        _ => return Ok(()),
     };
     let revoked = shred_deposit(tx, id, now)?;
     append_audit(
         tx,
         AuditRecord {
             purpose: Some(dep.purpose.as_str().into()),
+            deposit_id: Some(id.to_owned()),
             subject_tenant: Some(dep.platform_id),
             groups: Some(dep.groups.to_list()),
-            ..system_record(
-                "deposit.void",
-                now,
-                id,
+            ..action(
+                &by_system("deposit.void", now),
+                "ok",
                 format!(
                     "its identity row never reached identity.db before the vault stopped, so it was \
                      never acknowledged: data keys destroyed; {revoked} outstanding codes revoked"
                 ),
             )
         },
-    )?;
-    Ok(true)
+    )
 }
 
 /// Deletes the identity row of `id` ([`super::recover`]), which has no
@@ -510,12 +462,14 @@ pub(super) fn discard_identity(tx: &WriteTx, id: &str, now: DateTime<Utc>) -> St
         .execute([id])?;
     append_audit(
         tx,
-        system_record(
-            "identity.discard",
-            now,
-            id,
-            format!("identity row deleted: {why}"),
-        ),
+        AuditRecord {
+            deposit_id: Some(id.to_owned()),
+            ..action(
+                &by_system("identity.discard", now),
+                "ok",
+                format!("identity row deleted: {why}"),
+            )
+        },
     )
 }
 

@@ -98,9 +98,7 @@ pub(super) fn mend(tx: &WriteTx, now: DateTime<Utc>) -> StoreResult<usize> {
     let mended = find(tx).and_then(|found| {
         for half in &found {
             match half {
-                Half::DepositWithoutIdentity(id) => {
-                    ops::void_deposit(tx, id, now)?;
-                }
+                Half::DepositWithoutIdentity(id) => ops::void_deposit(tx, id, now)?,
                 Half::ErasedWithIdentity(id) | Half::IdentityWithoutDeposit(id) => {
                     ops::discard_identity(tx, id, now)?
                 }
