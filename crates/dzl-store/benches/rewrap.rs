@@ -11,6 +11,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -124,6 +125,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     admin::rotate_keys(&store, &root, "cli:bench")?;
 
     if let Some(bin) = std::env::var_os("DZL_BENCH_DZLCTL") {
+        // `cargo bench` runs this from the crate's directory; a relative
+        // path is taken from the workspace's root, where the command is typed.
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(bin);
         store.close();
         drop(store);
         // The binary waits for running servers to load the new version
@@ -135,7 +141,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .arg("--data-dir")
             .arg(&data)
             .args(["--json", "keys", "rewrap"])
-            .output()?;
+            .output()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
         let wall = started.elapsed().as_secs_f64();
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
