@@ -140,9 +140,30 @@ impl Guards {
 
 const SHARDS: usize = 16;
 
+/// What the cache keeps of a nonce: the first 128 bits of SHA-256 over the
+/// key id's length, the key id and the nonce. Keeping the two strings took
+/// 160–200 bytes per nonce held and 0.8–0.9 µs per insert; the digest takes
+/// 35–53 bytes and 0.4 µs (`examples/nonce_memory.rs`, 1 and 3 million
+/// nonces). At 10,000 requests a second the cache holds 6,000,000 nonces
+/// (a 600 s window): about a gigabyte before, a fifth of that now.
+/// Two different nonces share a digest with probability about n²/2¹²⁹ for
+/// n nonces held, and a shared digest can only refuse a request as a
+/// replay, never admit one.
+type NonceDigest = [u8; 16];
+
+fn nonce_digest(key_id: &str, nonce: &str) -> NonceDigest {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&(key_id.len() as u64).to_be_bytes());
+    ctx.update(key_id.as_bytes());
+    ctx.update(nonce.as_bytes());
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    digest
+}
+
 /// Nonces seen within the skew window, per key id.
 pub struct NonceCache {
-    shards: Vec<Mutex<HashMap<(String, String), i64>>>,
+    shards: Vec<Mutex<HashMap<NonceDigest, i64>>>,
     window: i64,
 }
 
@@ -157,28 +178,32 @@ impl NonceCache {
 
     /// Records `(key_id, nonce)` at `now`; `false` if it was seen before.
     pub fn insert(&self, key_id: &str, nonce: &str, now: i64) -> bool {
-        let shard = shard_of(nonce);
-        let Ok(mut map) = self.shards[shard].lock() else {
+        let digest = nonce_digest(key_id, nonce);
+        // The digest is uniform, so the shards fill evenly whatever the
+        // clients' nonces look like.
+        let Ok(mut map) = self.shards[usize::from(digest[0]) % SHARDS].lock() else {
             return false;
         };
         if map.len() > 4096 && map.len().is_power_of_two() {
             map.retain(|_, seen| now - *seen <= self.window);
         }
-        let key = (key_id.to_owned(), nonce.to_owned());
-        match map.get(&key) {
+        match map.get(&digest) {
             Some(seen) if now - *seen <= self.window => false,
             _ => {
-                map.insert(key, now);
+                map.insert(digest, now);
                 true
             }
         }
     }
-}
 
-fn shard_of(s: &str) -> usize {
-    s.bytes()
-        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
-        % SHARDS
+    /// Nonces held, expired ones not yet dropped included.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
 }
 
 struct Bucket {
@@ -298,6 +323,35 @@ mod tests {
         assert!(c.insert("k", "n0nce-0000000001", 1000));
         assert!(!c.insert("k", "n0nce-0000000001", 1100));
         assert!(c.insert("other", "n0nce-0000000001", 1100));
+        // The key id and the nonce are kept apart: moving a character
+        // from one to the other makes another pair.
+        assert!(c.insert("k", "n0nce-0000000002", 1100));
+        assert!(c.insert("kn", "0nce-0000000002", 1100));
+    }
+
+    #[test]
+    fn a_nonce_is_forgotten_after_the_window_and_its_memory_reclaimed() {
+        let c = NonceCache::new(300);
+        assert!(c.insert("k", "early-nonce-0001", 1000));
+        assert!(
+            !c.insert("k", "early-nonce-0001", 1600),
+            "600 s later: still the window"
+        );
+        assert!(
+            c.insert("k", "early-nonce-0001", 1601),
+            "past it: a fresh request"
+        );
+        // 100,000 nonces, then 100,000 more once the first have expired:
+        // every shard passes 8,192 entries and drops the expired ones.
+        for i in 0..100_000 {
+            assert!(c.insert("k", &format!("early-nonce-{i:08}"), 2000));
+        }
+        for i in 0..100_000 {
+            assert!(c.insert("k", &format!("late-nonce-{i:08}"), 5000));
+        }
+        assert_eq!(c.len(), 100_000, "only the late nonces are held");
+        assert!(!c.insert("k", "late-nonce-00000007", 5100));
+        assert!(c.insert("k", "late-nonce-00000007", 5601));
     }
 
     #[test]
