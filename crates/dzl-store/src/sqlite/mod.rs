@@ -303,7 +303,7 @@ pub struct SqliteStore {
 const CHECKPOINT_BUSY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How soon it runs again after a round that found nothing to copy: an
-/// idle vault is not woken forty times a second.
+/// idle vault is not woken a hundred times a second.
 const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// WAL frames (of 4 KiB pages) past which a WAL is started over: 32,768
