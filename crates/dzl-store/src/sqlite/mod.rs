@@ -250,6 +250,19 @@ impl WriteTx {
         p.usage.truncate(mark.usage);
     }
 
+    /// Writes what is pending, then commits the transaction.
+    fn commit(&self) -> StoreResult<()> {
+        self.flush()?;
+        self.conn.execute_batch("COMMIT").map_err(map_sql)
+    }
+
+    /// Forgets what is pending, then rolls the transaction back: the
+    /// in-memory head must never outlive the entries it follows.
+    fn roll_back(&self) -> rusqlite::Result<()> {
+        self.discard();
+        self.conn.execute_batch("ROLLBACK")
+    }
+
     /// Writes the head and the counts; the transaction's last statements.
     fn flush(&self) -> StoreResult<()> {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
@@ -936,15 +949,12 @@ fn writer_loop(
         } = batch;
         let committed = match failed {
             Some(e) => Err(e),
-            None => conn
-                .flush()
-                .and_then(|()| conn.execute_batch("COMMIT").map_err(map_sql)),
+            None => conn.commit(),
         };
         match committed {
             Err(e) => {
                 log::error!("commit of {} jobs failed: {e}", completions.len());
-                conn.discard();
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = conn.roll_back();
                 for c in completions {
                     c(Some(e.clone()));
                 }
@@ -1173,8 +1183,7 @@ mod tests {
         }
         batch.close_group(tx);
         assert!(batch.failed.is_none());
-        tx.flush().unwrap();
-        tx.execute_batch("COMMIT").unwrap();
+        tx.commit().unwrap();
         for c in batch.done {
             c(None);
         }
@@ -1261,8 +1270,7 @@ mod tests {
         let tx = store_tx(dir.path());
         tx.execute_batch("BEGIN IMMEDIATE").unwrap();
         job(&tx, "a", false).unwrap();
-        tx.discard();
-        tx.execute_batch("ROLLBACK").unwrap();
+        tx.roll_back().unwrap();
         assert_eq!(commit(&tx, &[("b", false)]), [true]);
         assert_eq!(verified_entries(&tx), 1);
         assert_eq!(calls(&tx, "ok"), Some(1));

@@ -104,12 +104,11 @@ pub(super) fn mend(tx: &WriteTx, now: DateTime<Utc>) -> StoreResult<usize> {
                 }
             }
         }
-        tx.flush()?;
+        tx.commit()?;
         Ok(found.len())
     });
     match mended {
         Ok(n) => {
-            tx.execute_batch("COMMIT")?;
             if n > 0 {
                 log::warn!(
                     "mended {n} writes a crash had left half done between vault.db and identity.db \
@@ -119,8 +118,7 @@ pub(super) fn mend(tx: &WriteTx, now: DateTime<Utc>) -> StoreResult<usize> {
             Ok(n)
         }
         Err(e) => {
-            tx.discard();
-            let _ = tx.execute_batch("ROLLBACK");
+            let _ = tx.roll_back();
             Err(e)
         }
     }
