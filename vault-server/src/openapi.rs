@@ -75,3 +75,39 @@ pub fn operations() -> Vec<(String, String)> {
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use dzl_types::ErrorCode;
+
+    /// Every problem example the document shows, as `(code, example)`.
+    fn problem_examples(v: &serde_json::Value, out: &mut Vec<(ErrorCode, serde_json::Value)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let code = map.get("code").and_then(|c| c.as_str());
+                if let (Some(code), true) = (code, map.contains_key("title")) {
+                    let code = ErrorCode::parse(code).expect("a known problem code");
+                    out.push((code, v.clone()));
+                }
+                map.values().for_each(|c| problem_examples(c, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|c| problem_examples(c, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn problem_examples_show_what_the_vault_sends() {
+        let doc: serde_json::Value = serde_json::from_str(super::document()).unwrap();
+        let mut examples = Vec::new();
+        problem_examples(&doc, &mut examples);
+        assert!(examples.len() >= 40, "{} examples", examples.len());
+        for (code, ex) in &examples {
+            let problem = dzl_types::error::Problem::new(*code, "");
+            assert_eq!(ex["type"], problem.type_, "{ex}");
+            assert_eq!(ex["title"], problem.title, "{ex}");
+            assert_eq!(ex["status"], problem.status, "{ex}");
+        }
+    }
+}
