@@ -256,10 +256,11 @@ impl PlatformClient {
     /// [`request_may_have_reached_vault`](crate::TransportError::request_may_have_reached_vault),
     /// send the same deposit again: the `external_ref` makes that safe. A
     /// success means the first attempt had not gone through;
-    /// [`Error::DuplicateExternalRef`] means it had, and its answer (the
-    /// deposit id and the codes, shown once) was lost: the vault has no
-    /// lookup by `external_ref` yet, so deposit again under a new
-    /// reference.
+    /// [`Error::DuplicateExternalRef`] means it had, and its answer was lost.
+    /// That error's `deposit_id` names the deposit: its codes were shown
+    /// only in the lost answer, so issue new ones with
+    /// [`PlatformClient::issue_code`] (or erase it with
+    /// [`PlatformClient::erase_deposit`]).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

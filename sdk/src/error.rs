@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use dzl_types::ErrorCode;
+use dzl_types::{DepositId, ErrorCode};
 use serde::Deserialize;
 
 /// Everything a client call can fail with.
@@ -60,8 +60,15 @@ pub enum Error {
     RedemptionNotFound,
     /// 409 `duplicate_external_ref`: this platform already deposited with this
     /// `external_ref` (erased deposits included). Nothing was stored.
+    /// `deposit_id` names that earlier deposit: after a deposit whose answer
+    /// was lost, issue a code for it ([`crate::PlatformClient::issue_code`])
+    /// or erase it ([`crate::PlatformClient::erase_deposit`]).
     #[error("a deposit with this external_ref already exists")]
-    DuplicateExternalRef,
+    DuplicateExternalRef {
+        /// The earlier deposit; `None` only from a vault that predates the
+        /// member.
+        deposit_id: Option<DepositId>,
+    },
     /// 409 `code_already_redeemed`: a code redeems exactly once. If your own
     /// earlier attempt timed out, this means it went through (see
     /// [`crate::FunderClient::redeem`]).
@@ -233,7 +240,7 @@ impl Error {
             E::CodeNotFound => ErrorCode::CodeNotFound,
             E::DepositNotFound => ErrorCode::DepositNotFound,
             E::RedemptionNotFound => ErrorCode::RedemptionNotFound,
-            E::DuplicateExternalRef => ErrorCode::DuplicateExternalRef,
+            E::DuplicateExternalRef { .. } => ErrorCode::DuplicateExternalRef,
             E::CodeAlreadyRedeemed => ErrorCode::CodeAlreadyRedeemed,
             E::OutcomeAlreadyReported => ErrorCode::OutcomeAlreadyReported,
             E::CodeExpired => ErrorCode::CodeExpired,
@@ -290,6 +297,7 @@ impl Error {
             code,
             detail,
             field,
+            deposit_id,
         } = p;
         let Some(known) = ErrorCode::parse(&code) else {
             return Error::Other {
@@ -313,7 +321,9 @@ impl Error {
             C::CodeNotFound => Error::CodeNotFound,
             C::DepositNotFound => Error::DepositNotFound,
             C::RedemptionNotFound => Error::RedemptionNotFound,
-            C::DuplicateExternalRef => Error::DuplicateExternalRef,
+            C::DuplicateExternalRef => Error::DuplicateExternalRef {
+                deposit_id: deposit_id.and_then(|id| DepositId::parse(&id).ok()),
+            },
             C::CodeAlreadyRedeemed => Error::CodeAlreadyRedeemed,
             C::OutcomeAlreadyReported => Error::OutcomeAlreadyReported,
             C::CodeExpired => Error::CodeExpired,
@@ -356,6 +366,8 @@ struct ProblemBody {
     detail: String,
     #[serde(default)]
     field: Option<String>,
+    #[serde(default)]
+    deposit_id: Option<String>,
 }
 
 /// `Retry-After` in delta-seconds (the form the vault sends).

@@ -16,6 +16,7 @@ pub struct ApiError {
     field: Option<String>,
     retry_after: Option<u64>,
     allow: Option<String>,
+    deposit_id: Option<String>,
 }
 
 impl ApiError {
@@ -27,6 +28,7 @@ impl ApiError {
             field: None,
             retry_after: None,
             allow: None,
+            deposit_id: None,
         }
     }
 
@@ -93,6 +95,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Refused(code) => ApiError::new(code),
+            // The platform's own deposit, named so that a platform whose
+            // first answer was lost can still issue codes for it or erase it.
+            StoreError::DuplicateExternalRef(existing) => ApiError {
+                deposit_id: Some(existing.to_string()),
+                ..ApiError::new(ErrorCode::DuplicateExternalRef).at("/external_ref")
+            },
             StoreError::Unavailable(why) => {
                 log::error!("store unavailable: {why}");
                 ApiError::with_detail(
@@ -126,6 +134,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut problem = Problem::new(self.code, self.detail.clone());
         problem.field = self.field.clone();
+        problem.deposit_id = self.deposit_id.clone();
         let mut resp = HttpResponse::build(self.status_code());
         resp.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         resp.insert_header((header::CACHE_CONTROL, "no-store"));

@@ -109,5 +109,10 @@ mod tests {
             assert_eq!(ex["title"], problem.title, "{ex}");
             assert_eq!(ex["status"], problem.status, "{ex}");
         }
+        let duplicate = examples
+            .iter()
+            .find(|(c, _)| *c == ErrorCode::DuplicateExternalRef)
+            .expect("a duplicate_external_ref example");
+        assert!(dzl_types::DepositId::parse(duplicate.1["deposit_id"].as_str().unwrap()).is_ok());
     }
 }

@@ -90,7 +90,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dzl_store::{StoreError, StoreResult};
-use dzl_types::ErrorCode;
 use postgres::config::SslMode;
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, Transaction};
@@ -496,22 +495,17 @@ fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(base / 2 + jitter));
 }
 
-/// The name of the unique constraint on a platform's external references.
-pub(crate) const EXTERNAL_REF_UNIQUE: &str = "deposits_external_ref_unique";
-
 /// Maps a PostgreSQL error to the store's error: the one place that knows
 /// SQLSTATEs. Connection, I/O, timeouts, cancellations, resource
-/// exhaustion and unresolved conflicts are `Unavailable`; a duplicate
-/// external reference is `Refused(DuplicateExternalRef)`; other integrity
-/// violations are `Invalid`; corrupted data, rows that do not decode and a
+/// exhaustion and unresolved conflicts are `Unavailable`; integrity
+/// violations are `Invalid` (a duplicate external reference never gets
+/// here: the deposit's `ON CONFLICT DO NOTHING` finds it, and the refusal
+/// names the deposit that holds it); corrupted data, rows that do not decode and a
 /// missing schema are `Corrupt`.
 pub fn map_pg(e: postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         let class = &code.code()[..2];
-        if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(EXTERNAL_REF_UNIQUE) {
-            return StoreError::Refused(ErrorCode::DuplicateExternalRef);
-        }
         return match class {
             // Integrity constraint violations: a bug or a bad argument.
             "23" => StoreError::Invalid(format!("{}: {}", code.code(), db.message())),

@@ -582,7 +582,13 @@ impl Store for PgStore {
                 ],
             )?;
             if inserted == 0 {
-                return Err(StoreError::Refused(ErrorCode::DuplicateExternalRef).into());
+                let existing: String = tx
+                    .query_one(
+                        "SELECT id FROM dzl.deposits WHERE platform_id = $1 AND external_ref = $2",
+                        &[&d.call.actor, &d.external_ref],
+                    )?
+                    .get(0);
+                return Err(StoreError::DuplicateExternalRef(DepositId::from_trusted(existing)).into());
             }
             ensure_wrappable(tx, d.records_key.kek_version)?;
             if d.identity_key.kek_version != d.records_key.kek_version {

@@ -340,13 +340,14 @@ fn a_duplicate_external_ref_is_refused_and_stores_nothing() {
     let url = pg_url_or_skip!();
     let f = fresh(&url);
     let p = parties(&f);
-    deposit(&f.store, &p, "APP-1", &["risk"]).unwrap();
+    let (first, _) = deposit(&f.store, &p, "APP-1", &["risk"]).unwrap();
     let seq = f.store.audit_head_seq().unwrap();
     let dup = deposit(&f.store, &p, "APP-1", &["risk"]);
-    assert!(matches!(
-        dup,
-        Err(StoreError::Refused(ErrorCode::DuplicateExternalRef))
-    ));
+    // Refused, naming the platform's first deposit.
+    assert!(
+        matches!(&dup, Err(StoreError::DuplicateExternalRef(existing)) if *existing == first),
+        "{dup:?}"
+    );
     assert_eq!(f.store.audit_head_seq().unwrap(), seq, "no trace");
     let mut sql = f.sql();
     let n: i64 = sql

@@ -42,6 +42,13 @@ pub enum StoreError {
     /// had to be recorded about it (audit, usage) has been committed.
     #[error("refused: {0}")]
     Refused(ErrorCode),
+    /// The platform already made a deposit under this `external_ref`
+    /// (erased or voided ones included): `duplicate_external_ref`, naming
+    /// that deposit. Only the platform that made it is told, so that after
+    /// losing a deposit's answer it can issue codes for it or erase it.
+    /// Nothing was stored.
+    #[error("refused: duplicate_external_ref")]
+    DuplicateExternalRef(DepositId),
     /// The store cannot be used right now (I/O error, disk full, locked).
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -102,6 +102,11 @@ pub struct Problem {
     /// JSON pointer of the offending input, when one is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With `duplicate_external_ref`: the deposit the platform already made
+    /// under this `external_ref`, so that it can issue codes for it or erase
+    /// it when the first deposit's answer was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposit_id: Option<String>,
 }
 
 impl Problem {
@@ -114,6 +119,7 @@ impl Problem {
             detail: detail.into(),
             code: code.as_str().to_owned(),
             field: None,
+            deposit_id: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use dzl_store::admin::AdminError;
 use dzl_store::StoreError;
-use dzl_types::TenantId;
+use dzl_types::{ErrorCode, TenantId};
 
 /// How the process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +114,9 @@ impl CliError {
             CliError::RootKey(_) => "root_key_unavailable",
             CliError::TenantNotFound(_) => "tenant_not_found",
             CliError::Store(StoreError::Refused(code)) => code.as_str(),
+            CliError::Store(StoreError::DuplicateExternalRef(_)) => {
+                ErrorCode::DuplicateExternalRef.as_str()
+            }
             CliError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             CliError::Store(StoreError::Corrupt(_)) => "store_corrupt",
             CliError::Store(StoreError::Invalid(_)) => "store_invalid",

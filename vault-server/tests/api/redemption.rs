@@ -156,9 +156,87 @@ async fn expired_revoked_erased_and_foreign_codes_do_not_redeem() {
 }
 
 #[actix_web::test]
+async fn concurrent_deposits_under_one_reference_store_one_and_name_it_to_the_rest() {
+    // A platform that retries a deposit whose answer it lost, many times at
+    // once: one deposit is stored, and every refusal names it, so the
+    // platform can issue a code for it or erase it.
+    let app = spawn_app().await;
+    let body = serde_json::to_vec(&deposit_body(
+        "APP-RETRY",
+        json!([{"funder_id": app.funder.id, "scopes": ["applicant"], "ttl_seconds": 600}]),
+    ))
+    .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (client, body) = (app.client(&app.platform), body.clone());
+        tasks.push(tokio::spawn(async move {
+            client.send("POST", "/v1/deposits", &body).await.unwrap()
+        }));
+    }
+    let mut stored = Vec::new();
+    let mut named = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        if r.status == 201 {
+            stored.push(r.json()["deposit_id"].clone());
+        } else {
+            assert_problem(&r, 409, "duplicate_external_ref");
+            named.push(r.json()["deposit_id"].clone());
+        }
+    }
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(named.len(), 15);
+    assert!(named.iter().all(|id| *id == stored[0]), "{named:?}");
+    let entries = off_rt(|| app.state.store.audit_entries(0, 1000)).unwrap();
+    let deposits: Vec<_> = entries
+        .iter()
+        .filter(|e| e.record.operation == "deposit.create")
+        .collect();
+    assert_eq!(deposits.len(), 1);
+    assert_eq!(deposits[0].record.deposit_id.as_deref(), stored[0].as_str());
+
+    // The platform recovers: a new code for the deposit it was told of,
+    // which the funder redeems; after erasure the refusal still names it,
+    // and the deposit refuses new codes.
+    let id = stored[0].as_str().unwrap().to_owned();
+    let grant = json!({"funder_id": app.funder.id, "scopes": ["applicant"], "ttl_seconds": 600});
+    let issued = app
+        .post(&app.platform, &format!("/v1/deposits/{id}/codes"), &grant)
+        .await;
+    assert_eq!(
+        issued.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&issued.body)
+    );
+    let code = issued.json()["code"].as_str().unwrap().to_owned();
+    let r = app.redeem(&app.funder, &code, "credit_application").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        app.delete(&app.platform, &format!("/v1/deposits/{id}"))
+            .await
+            .status,
+        204
+    );
+    let r = app
+        .client(&app.platform)
+        .send("POST", "/v1/deposits", &body)
+        .await
+        .unwrap();
+    assert_problem(&r, 409, "duplicate_external_ref");
+    assert_eq!(r.json()["deposit_id"], id.as_str());
+    assert_problem(
+        &app.post(&app.platform, &format!("/v1/deposits/{id}/codes"), &grant)
+            .await,
+        410,
+        "deposit_erased",
+    );
+}
+
+#[actix_web::test]
 async fn duplicate_refs_and_grants_beyond_consent_or_entitlement_store_nothing() {
     let app = spawn_app().await;
-    app.deposit("APP-D", &["applicant"], 60).await;
+    let first = app.deposit("APP-D", &["applicant"], 60).await;
     let r = app
         .post(
             &app.platform,
@@ -167,6 +245,9 @@ async fn duplicate_refs_and_grants_beyond_consent_or_entitlement_store_nothing()
         )
         .await;
     assert_problem(&r, 409, "duplicate_external_ref");
+    // It names the platform's own deposit, and the reference as the field.
+    assert_eq!(r.json()["deposit_id"], first["deposit_id"]);
+    assert_eq!(r.json()["field"], "/external_ref");
     // Another platform may use the same reference.
     let r = app
         .post(

@@ -749,6 +749,7 @@ impl Clone for StoreError {
     fn clone(&self) -> Self {
         match self {
             StoreError::Refused(c) => StoreError::Refused(*c),
+            StoreError::DuplicateExternalRef(d) => StoreError::DuplicateExternalRef(d.clone()),
             StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
             StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
             StoreError::Invalid(s) => StoreError::Invalid(s.clone()),

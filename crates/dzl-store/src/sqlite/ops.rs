@@ -664,7 +664,10 @@ impl Store for SqliteStore {
                     ms(d.call.now)
                 ])?;
             if inserted == 0 {
-                return Err(StoreError::Refused(ErrorCode::DuplicateExternalRef));
+                let existing: String = conn
+                    .prepare_cached("SELECT id FROM deposits WHERE platform_id = ?1 AND external_ref = ?2")?
+                    .query_row(params![d.call.actor, d.external_ref], |r| r.get(0))?;
+                return Err(StoreError::DuplicateExternalRef(DepositId::from_trusted(existing)));
             }
             ensure_wrappable(conn, d.records_key.kek_version)?;
             if d.identity_key.kek_version != d.records_key.kek_version {
