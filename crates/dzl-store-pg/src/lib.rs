@@ -500,8 +500,8 @@ fn backoff(attempt: u32) {
 /// exhaustion and unresolved conflicts are `Unavailable`; integrity
 /// violations are `Invalid` (a duplicate external reference never gets
 /// here: the deposit's `ON CONFLICT DO NOTHING` finds it, and the refusal
-/// names the deposit that holds it); corrupted data, rows that do not decode and a
-/// missing schema are `Corrupt`.
+/// names the deposit that holds it); corrupted data, rows that do not
+/// decode and a missing schema are `Corrupt`.
 pub fn map_pg(e: postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
