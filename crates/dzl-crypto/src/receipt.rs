@@ -1,10 +1,20 @@
-//! Deposit receipts: Ed25519 signatures (`ring::signature`) over receipt
-//! bytes, with keys and signatures carried as unpadded base64url and key
-//! ids derived from the public key, so anyone holding the public key can
-//! verify a receipt without talking to the vault.
+//! Deposit receipts: Ed25519 signatures over receipt bytes, with keys and
+//! signatures carried as unpadded base64url and key ids derived from the
+//! public key, so anyone holding the public key can verify a receipt
+//! without talking to the vault.
+//!
+//! Keys are generated and signatures verified with `ring::signature`. The
+//! signing itself is AWS-LC's (`aws_lc_rs`, already linked for rustls): its
+//! fixed-base scalar multiplication is hand-written for x86-64 and aarch64,
+//! and signs in about a third of ring's time on the reference machine
+//! (docs/performance.md) — one signature per redemption, the largest single
+//! cost of answering one. Ed25519 signatures are deterministic (RFC 8032
+//! §5.1.6), so the bytes are the same whichever library makes them; a key
+//! is loaded by both, and refused unless both derive the same public key.
 
 use std::fmt;
 
+use aws_lc_rs::signature::Ed25519KeyPair as SigningPair;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::rand::SecureRandom;
@@ -20,7 +30,10 @@ pub const ED25519_PUBLIC_KEY_LEN: usize = 32;
 /// Signs receipts with one Ed25519 key. `Debug` prints the key id only.
 pub struct ReceiptSigner {
     key_id: String,
-    pair: Ed25519KeyPair,
+    /// The public key, as ring derives it.
+    public_key: [u8; ED25519_PUBLIC_KEY_LEN],
+    /// The private key, as AWS-LC holds it; it makes every signature.
+    signing: SigningPair,
 }
 
 impl ReceiptSigner {
@@ -33,19 +46,21 @@ impl ReceiptSigner {
 
     /// Load a signer from a PKCS#8 v2 document (`BadKeyMaterial` if rejected).
     pub fn from_pkcs8(key_id: &str, pkcs8: &[u8]) -> Result<Self, CryptoError> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| CryptoError::BadKeyMaterial)?;
+        let (public_key, signing) = load_pair(pkcs8)?;
         Ok(ReceiptSigner {
             key_id: key_id.to_owned(),
-            pair,
+            public_key,
+            signing,
         })
     }
 
     /// Load a signer whose key id is [`receipt_key_id`] of its public key.
     pub fn from_pkcs8_derived_id(pkcs8: &[u8]) -> Result<Self, CryptoError> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| CryptoError::BadKeyMaterial)?;
+        let (public_key, signing) = load_pair(pkcs8)?;
         Ok(ReceiptSigner {
-            key_id: receipt_key_id(pair.public_key().as_ref()),
-            pair,
+            key_id: receipt_key_id(&public_key),
+            public_key,
+            signing,
         })
     }
 
@@ -56,13 +71,42 @@ impl ReceiptSigner {
 
     /// The 32-byte public key, base64url without padding.
     pub fn public_key_b64url(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref())
+        URL_SAFE_NO_PAD.encode(self.public_key)
     }
 
     /// Sign `message`; the 64-byte signature as base64url without padding.
     pub fn sign_b64url(&self, message: &[u8]) -> String {
-        URL_SAFE_NO_PAD.encode(self.pair.sign(message).as_ref())
+        URL_SAFE_NO_PAD.encode(self.signing.sign(message).as_ref())
     }
+}
+
+/// The start of every Ed25519 PKCS#8 v2 document ring reads, up to the
+/// 32-byte seed (RFC 8410 §7; byte 1, the outer length, left out): version
+/// 1, the Ed25519 algorithm identifier, and the private key's octet strings.
+const PKCS8_V2_BEFORE_SEED: [u8; 14] = [
+    0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Parses `pkcs8` with ring (which generated it and holds the public key
+/// receipts are verified with), then gives its seed and public key to
+/// AWS-LC (which signs), which refuses them unless the public key is the
+/// seed's. The seed is taken from the document ring accepted rather than
+/// parsed again by AWS-LC, which reads only one of the two encodings of the
+/// public key that ring accepts.
+fn load_pair(pkcs8: &[u8]) -> Result<([u8; ED25519_PUBLIC_KEY_LEN], SigningPair), CryptoError> {
+    let ring_pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| CryptoError::BadKeyMaterial)?;
+    let public_key: [u8; ED25519_PUBLIC_KEY_LEN] = ring_pair
+        .public_key()
+        .as_ref()
+        .try_into()
+        .map_err(|_| CryptoError::BadKeyMaterial)?;
+    let seed = match (pkcs8.first(), pkcs8.get(2..16), pkcs8.get(16..48)) {
+        (Some(0x30), Some(before), Some(seed)) if before == PKCS8_V2_BEFORE_SEED => seed,
+        _ => return Err(CryptoError::BadKeyMaterial),
+    };
+    let signing = SigningPair::from_seed_and_public_key(seed, &public_key)
+        .map_err(|_| CryptoError::BadKeyMaterial)?;
+    Ok((public_key, signing))
 }
 
 impl fmt::Debug for ReceiptSigner {

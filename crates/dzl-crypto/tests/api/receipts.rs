@@ -203,3 +203,22 @@ fn signer_debug_shows_key_id_only() {
         assert!(!dbg.contains(&needle), "debug leaks {needle}");
     }
 }
+
+/// The signer (AWS-LC) and ring make the same bytes for the same key and
+/// message, so receipts signed before and after the signer changed libraries
+/// cannot be told apart, and every one verifies.
+#[test]
+fn signatures_are_ring_s_byte_for_byte() {
+    let message = br#"{"code_id":"cod_1","deposit_id":"dep_1","funder_id":"ten_f","groups_sha256":"00","redeemed_at":"2026-11-22T08:00:00.000Z","redemption_id":"red_1","scopes":["applicant","risk"],"v":1}"#;
+    for _ in 0..16 {
+        let pkcs8 = ReceiptSigner::generate_pkcs8(&rng()).unwrap();
+        let s = ReceiptSigner::from_pkcs8_derived_id(&pkcs8).unwrap();
+        let ring_pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+        for len in [0, 1, 64, message.len()] {
+            let m = &message[..len];
+            let ours = s.sign_b64url(m);
+            assert_eq!(ours, URL_SAFE_NO_PAD.encode(ring_pair.sign(m).as_ref()));
+            verify_receipt_signature(&s.public_key_b64url(), m, &ours).unwrap();
+        }
+    }
+}
