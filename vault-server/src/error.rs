@@ -62,6 +62,17 @@ impl ApiError {
         self
     }
 
+    /// A refused rule of `dzl_types::rules`, at its pointer: for
+    /// `validation_failed` the detail names the pointer, as every 422 of
+    /// the parser does.
+    pub fn violation(v: dzl_types::rules::Violation) -> Self {
+        if v.code == ErrorCode::ValidationFailed {
+            let detail = format!("{}: {}", v.pointer, v.message);
+            return ApiError::invalid(&v.pointer, detail);
+        }
+        ApiError::with_detail(v.code, v.message).at(&v.pointer)
+    }
+
     /// A 429 with `Retry-After`.
     pub fn rate_limited(retry_after: u64, detail: &str) -> Self {
         ApiError {
@@ -95,13 +106,18 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Refused(code) => ApiError::new(code),
+            StoreError::Throttled(secs) => ApiError::rate_limited(
+                secs,
+                "Too many redemptions of unknown codes; wait for the window to end",
+            ),
+            StoreError::Rule(v) => ApiError::violation(v),
             // The platform's own deposit, named so that a platform whose
             // first answer was lost can still issue codes for it or erase it.
             StoreError::DuplicateExternalRef(existing) => ApiError {
                 deposit_id: Some(existing.to_string()),
                 ..ApiError::new(ErrorCode::DuplicateExternalRef).at("/external_ref")
             },
-            StoreError::Unavailable(why) => {
+            StoreError::Unavailable(why) | StoreError::Conflict(why) => {
                 log::error!("store unavailable: {why}");
                 ApiError::with_detail(
                     ErrorCode::StorageUnavailable,

@@ -205,7 +205,7 @@ pub async fn authenticate_only(
             ));
         }
     }
-    if !state.guards.nonce_fresh(key_id, nonce, now).await? {
+    if !state.guards.nonce_fresh(key_id, nonce, ts, now).await? {
         return Err(ApiError::new(ErrorCode::NonceReplayed));
     }
     if tenant.state == TenantState::Suspended {

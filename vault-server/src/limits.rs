@@ -1,19 +1,22 @@
-//! Guards of the request path: the nonce cache (replay protection),
-//! per-tenant token buckets (request rate limits), and the failed-redemption
-//! windows that throttle and then suspend a guessing funder.
+//! Guards of the request path: the nonce cache (replay protection) and
+//! per-tenant token buckets (request rate limits). The failed-redemption
+//! windows that throttle and then suspend a guessing funder are the
+//! store's, kept with the redemptions (`dzl_store::ops::redeem`).
 //!
 //! With SQLite one process serves one data directory (the server holds a
 //! lock on it), so process memory is the whole truth: [`Guards::Local`].
-//! With PostgreSQL several replicas serve one database, so the guards live
-//! there too, shared: [`Guards::Shared`], called on the blocking pool.
+//! A request signed ahead of the server's clock is also recorded in the
+//! store before it is served, and the cache is loaded from the store at
+//! start: a request signed at or before the start is refused anyway, so
+//! these are the only nonces a restart could forget. With PostgreSQL
+//! several replicas serve one database, so the guards live there, shared
+//! and batched: [`Guards::Shared`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use dzl_store::{Store, StoreError};
 use dzl_types::TenantId;
-
-use actix_web::web;
-use dzl_store::StoreError;
 
 use crate::settings::LimitSettings;
 
@@ -23,59 +26,90 @@ pub enum Guards {
     Local {
         /// Nonces seen.
         nonces: NonceCache,
-        /// Buckets and failure windows.
+        /// Buckets.
         limiter: Limiter,
+        /// Where nonces of requests signed ahead of the clock are kept.
+        store: Arc<dyn Store>,
+        /// Accepted clock skew, seconds.
+        skew: i64,
     },
     /// In PostgreSQL, shared by every replica.
     Shared {
         /// The shared guards.
-        pg: std::sync::Arc<dzl_store_pg::PgGuards>,
+        pg: dzl_store_pg::PgGuards,
         /// Seconds a nonce is remembered.
         window: i64,
-        /// Failed redemptions a minute before 429.
-        per_minute: u32,
-        /// Failed redemptions an hour before suspension.
-        per_hour: u32,
     },
 }
 
-fn blocking_failed(e: actix_web::error::BlockingError) -> StoreError {
-    StoreError::Unavailable(format!("blocking pool: {e}"))
+/// Awaits a guard's answer given to `reply`.
+async fn answered<T: Send + 'static>(
+    submit: impl FnOnce(Box<dyn FnOnce(Result<T, StoreError>) + Send>),
+) -> Result<T, StoreError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    submit(Box::new(move |out| {
+        let _ = tx.send(out);
+    }));
+    rx.await
+        .map_err(|_| StoreError::Unavailable("a guard dropped a request unanswered".into()))?
 }
 
 impl Guards {
-    /// In-process guards.
-    pub fn local(s: &LimitSettings) -> Self {
-        Guards::Local {
-            nonces: NonceCache::new(s.max_skew_seconds),
-            limiter: Limiter::new(s),
+    /// In-process guards over `store`, loaded with the nonces it kept.
+    pub fn local(s: &LimitSettings, store: Arc<dyn Store>, now: i64) -> Result<Self, StoreError> {
+        let nonces = NonceCache::new(s.max_skew_seconds);
+        for (key_id, nonce, until) in store.live_nonces(now)? {
+            nonces.insert(&key_id, &nonce, until - nonces.window);
         }
+        Ok(Guards::Local {
+            nonces,
+            limiter: Limiter::new(),
+            store,
+            skew: s.max_skew_seconds,
+        })
     }
 
     /// Guards shared through PostgreSQL.
     pub fn shared(pg: dzl_store_pg::PgGuards, s: &LimitSettings) -> Self {
         Guards::Shared {
-            pg: std::sync::Arc::new(pg),
+            pg,
             window: 2 * s.max_skew_seconds,
-            per_minute: s.failed_redemptions_per_minute,
-            per_hour: s.failed_redemptions_per_hour,
         }
     }
 
-    /// Records `(key_id, nonce)`; `false` if it was seen within the window.
+    /// Records `(key_id, nonce)` of a request signed at `signed` and
+    /// received at `now`; `false` if it was seen within the window.
     pub async fn nonce_fresh(
         &self,
         key_id: &str,
         nonce: &str,
+        signed: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
         match self {
-            Guards::Local { nonces, .. } => Ok(nonces.insert(key_id, nonce, now)),
-            Guards::Shared { pg, window, .. } => {
-                let (pg, k, n, w) = (pg.clone(), key_id.to_owned(), nonce.to_owned(), *window);
-                web::block(move || pg.nonce_fresh(&k, &n, now, w))
+            Guards::Local {
+                nonces,
+                store,
+                skew,
+                ..
+            } => {
+                if !nonces.insert(key_id, nonce, now) {
+                    return Ok(false);
+                }
+                if signed <= now {
+                    return Ok(true);
+                }
+                // Signed ahead of the clock: kept in the store before it is
+                // served, so a restart cannot forget it.
+                let until = signed + skew;
+                let store = store.clone();
+                let (k, n) = (key_id.to_owned(), nonce.to_owned());
+                actix_web::web::block(move || store.remember_nonce(&k, &n, until, now))
                     .await
-                    .map_err(blocking_failed)?
+                    .map_err(|e| StoreError::Unavailable(format!("blocking pool: {e}")))?
+            }
+            Guards::Shared { pg, window } => {
+                answered(|reply| pg.submit_nonce(key_id, nonce, now, *window, reply)).await
             }
         }
     }
@@ -90,49 +124,7 @@ impl Guards {
         match self {
             Guards::Local { limiter, .. } => Ok(limiter.admit(tenant, rate, now)),
             Guards::Shared { pg, .. } => {
-                let (pg, t) = (pg.clone(), tenant.clone());
-                web::block(move || pg.take_token(&t, rate, now))
-                    .await
-                    .map_err(blocking_failed)?
-            }
-        }
-    }
-
-    /// Whether a funder is throttled for guessing.
-    pub async fn check_guessing(
-        &self,
-        tenant: &TenantId,
-        now: i64,
-    ) -> Result<Result<(), u64>, StoreError> {
-        match self {
-            Guards::Local { limiter, .. } => Ok(limiter.check_guessing(tenant, now)),
-            Guards::Shared { pg, per_minute, .. } => {
-                let (pg, t, m) = (pg.clone(), tenant.clone(), *per_minute);
-                web::block(move || pg.check_guessing(&t, now, m))
-                    .await
-                    .map_err(blocking_failed)?
-            }
-        }
-    }
-
-    /// Counts a redemption of an unknown code.
-    pub async fn record_failure(
-        &self,
-        tenant: &TenantId,
-        now: i64,
-    ) -> Result<FailureVerdict, StoreError> {
-        match self {
-            Guards::Local { limiter, .. } => Ok(limiter.record_failure(tenant, now)),
-            Guards::Shared { pg, per_hour, .. } => {
-                let (pg, t, h) = (pg.clone(), tenant.clone(), *per_hour);
-                let suspend = web::block(move || pg.record_failure(&t, now, h))
-                    .await
-                    .map_err(blocking_failed)??;
-                Ok(if suspend {
-                    FailureVerdict::Suspend
-                } else {
-                    FailureVerdict::Counted
-                })
+                answered(|reply| pg.submit_token(tenant, rate, now, reply)).await
             }
         }
     }
@@ -211,40 +203,16 @@ struct Bucket {
     last: f64,
 }
 
+/// Per-tenant request rate limits.
 #[derive(Default)]
-struct Failures {
-    minute_start: i64,
-    minute: u32,
-    hour_start: i64,
-    hour: u32,
-}
-
-/// Per-tenant request rate limits and failed-redemption windows.
 pub struct Limiter {
     buckets: Mutex<HashMap<TenantId, Bucket>>,
-    failures: Mutex<HashMap<TenantId, Failures>>,
-    per_minute: u32,
-    per_hour: u32,
-}
-
-/// What a failed redemption leads to.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FailureVerdict {
-    /// Keep going.
-    Counted,
-    /// The hourly threshold is reached: suspend the funder.
-    Suspend,
 }
 
 impl Limiter {
-    /// A limiter with the configured thresholds.
-    pub fn new(s: &LimitSettings) -> Self {
-        Limiter {
-            buckets: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-            per_minute: s.failed_redemptions_per_minute,
-            per_hour: s.failed_redemptions_per_hour,
-        }
+    /// A limiter with no bucket yet.
+    pub fn new() -> Self {
+        Limiter::default()
     }
 
     /// Takes one request token; `Err(seconds)` to wait when none is left.
@@ -265,45 +233,6 @@ impl Limiter {
             Ok(())
         } else {
             Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
-        }
-    }
-
-    /// Whether a funder is throttled for guessing: `Err(seconds)` until the
-    /// current minute's window ends.
-    pub fn check_guessing(&self, tenant: &TenantId, now: i64) -> Result<(), u64> {
-        let Ok(map) = self.failures.lock() else {
-            return Ok(());
-        };
-        match map.get(tenant) {
-            Some(f) if now - f.minute_start < 60 && f.minute >= self.per_minute => {
-                Err((60 - (now - f.minute_start)).max(1) as u64)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a redemption of an unknown code.
-    pub fn record_failure(&self, tenant: &TenantId, now: i64) -> FailureVerdict {
-        let Ok(mut map) = self.failures.lock() else {
-            return FailureVerdict::Counted;
-        };
-        let f = map.entry(tenant.clone()).or_default();
-        if now - f.minute_start >= 60 {
-            f.minute_start = now;
-            f.minute = 0;
-        }
-        if now - f.hour_start >= 3600 {
-            f.hour_start = now;
-            f.hour = 0;
-        }
-        f.minute += 1;
-        f.hour += 1;
-        if f.hour >= self.per_hour {
-            // Start afresh once an operator resumes the funder.
-            *f = Failures::default();
-            FailureVerdict::Suspend
-        } else {
-            FailureVerdict::Counted
         }
     }
 }
@@ -356,29 +285,11 @@ mod tests {
 
     #[test]
     fn buckets_refill_at_the_rate() {
-        let l = Limiter::new(&LimitSettings::default());
+        let l = Limiter::new();
         let t = tenant();
         assert!(l.admit(&t, 2, 0.0).is_ok());
         assert!(l.admit(&t, 2, 0.0).is_ok());
         assert_eq!(l.admit(&t, 2, 0.0), Err(1));
         assert!(l.admit(&t, 2, 0.6).is_ok());
-    }
-
-    #[test]
-    fn guessing_throttles_then_suspends() {
-        let s = LimitSettings {
-            failed_redemptions_per_minute: 3,
-            failed_redemptions_per_hour: 5,
-            ..Default::default()
-        };
-        let l = Limiter::new(&s);
-        let t = tenant();
-        for _ in 0..3 {
-            assert_eq!(l.record_failure(&t, 100), FailureVerdict::Counted);
-        }
-        assert_eq!(l.check_guessing(&t, 110), Err(50));
-        assert!(l.check_guessing(&t, 160).is_ok(), "a new minute");
-        assert_eq!(l.record_failure(&t, 161), FailureVerdict::Counted);
-        assert_eq!(l.record_failure(&t, 162), FailureVerdict::Suspend);
     }
 }

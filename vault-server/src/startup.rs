@@ -48,10 +48,11 @@ fn open_store(
             ca_file: settings.store.ca_file.clone(),
             ..Default::default()
         };
-        let store = dzl_store_pg::PgStore::connect(url, opts)
+        let store = dzl_store_pg::connect(url, opts)
             .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
-        let guards = Guards::shared(store.guards(), &settings.limits);
-        let target = store.target().to_owned();
+        let pg = dzl_store_pg::guards(&store).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let guards = Guards::shared(pg, &settings.limits);
+        let target = store.backend().target().to_owned();
         anyhow::ensure!(
             store.is_initialised().map_err(|e| anyhow::anyhow!("{e}"))?,
             "the vault in PostgreSQL at {target} is not initialised: run `dzlctl init` with DZL__STORE__URL set"
@@ -79,7 +80,14 @@ fn open_store(
         dir.display(),
         dir.display()
     );
-    Ok((Arc::new(store), Guards::local(&settings.limits), Some(lock)))
+    let store: Arc<dyn Store> = Arc::new(store);
+    let guards = Guards::local(
+        &settings.limits,
+        store.clone(),
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(|e| anyhow::anyhow!("loading the nonces kept in the store: {e}"))?;
+    Ok((store, guards, Some(lock)))
 }
 
 impl Application {

@@ -93,19 +93,9 @@ async fn a_thousand_concurrent_redemptions_of_each_code_succeed_exactly_once() {
 
     // Every attempt audited, exactly one per code ok.
     let store = state.store.clone();
-    let entries = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = store.audit_entries(after, 10_000).unwrap();
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            all.extend(page);
-        }
-        all
-    })
-    .join()
-    .unwrap();
+    let entries = std::thread::spawn(move || store.audit_after(&[]).unwrap())
+        .join()
+        .unwrap();
     let redemptions: Vec<_> = entries
         .iter()
         .filter(|e| e.record.operation == "redemption.create")

@@ -33,14 +33,14 @@ fn audit(c: &mut Criterion) {
         b.iter(|| entry_hash(black_box(42), black_box(&rec), black_box(prev)))
     });
     c.bench_function("audit/chain", |b| {
-        b.iter(|| chain(black_box(41), black_box(prev), rec.clone()))
+        b.iter(|| chain(1, black_box(41), black_box(prev), rec.clone()))
     });
 
     // Verifying a 1,000-entry chain (what `dzlctl audit verify` does per entry).
     let mut entries = Vec::with_capacity(1000);
     let (mut seq, mut hash) = (0i64, GENESIS.to_owned());
     for _ in 0..1000 {
-        let e = chain(seq, &hash, rec.clone());
+        let e = chain(1, seq, &hash, rec.clone());
         seq = e.seq;
         hash = e.hash.clone();
         entries.push(e);
@@ -49,6 +49,7 @@ fn audit(c: &mut Criterion) {
     c.bench_function("audit/verify_chain_1000", |b| {
         b.iter(|| {
             verify_chain(
+                1,
                 entries.iter().cloned().map(Ok::<_, String>),
                 black_box(&head),
                 |_| {},

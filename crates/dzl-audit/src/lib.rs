@@ -1,11 +1,16 @@
-//! The audit trail's entries and their hash chain. Pure: no IO.
+//! The audit trail's entries and their hash chains. Pure: no IO.
 //!
-//! Every entry commits to the previous one: `hash = SHA-256("dzl/audit/v1\n"
-//! || prev_hash || "\n" || body)`, where `body` is the entry's fields as JSON
-//! in a fixed order. The first entry's `prev_hash` is 64 zeros. Editing,
-//! deleting or reordering any entry breaks every link after it;
-//! [`verify_chain`] finds the first break. The store also keeps the chain
-//! head (last seq and hash) beside the entries, so a truncated tail shows.
+//! The trail is a set of chains, one per writer, numbered from 1. Every
+//! entry commits to the previous one of its chain: `hash =
+//! SHA-256("dzl/audit/v1\n" || prev_hash || "\n" || body)`, where `body` is
+//! the entry's fields as JSON in a fixed order. The first entry's
+//! `prev_hash` is its chain's [`genesis`]: 64 zeros for chain 1, a hash of
+//! the chain's number for the others, so an entry cannot be moved from one
+//! chain to another. Editing, deleting or reordering any entry breaks
+//! every link after it; [`verify_chain`] finds the first break. The store
+//! also keeps each chain's head (last seq and hash) beside the entries, so
+//! a truncated tail shows, and announces every chain but the first in
+//! chain 1, so a removed chain shows too.
 //!
 //! Architecture invariant: an entry holds who, when, what operation, its
 //! result, the purpose, ids, and the *names* of the groups concerned — never a
@@ -15,8 +20,25 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The `prev_hash` of the first entry.
+/// The `prev_hash` of the first entry of chain 1.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The `prev_hash` of the first entry of `chain`.
+pub fn genesis(chain: i64) -> String {
+    if chain == 1 {
+        return GENESIS.to_owned();
+    }
+    let label = format!("dzl/audit/chain\n{chain}");
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, label.as_bytes()).as_ref())
+}
+
+/// The head of `chain` before its first entry.
+pub fn empty_head(chain: i64) -> Head {
+    Head {
+        seq: 0,
+        hash: genesis(chain),
+    }
+}
 
 /// What happened, before it is chained.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +70,9 @@ pub struct AuditRecord {
 /// A chained entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
+    /// The chain it belongs to.
+    #[serde(default = "root_chain")]
+    pub chain: i64,
     /// Position in the chain, from 1, without gaps.
     pub seq: i64,
     /// The content.
@@ -57,6 +82,10 @@ pub struct AuditEntry {
     pub prev_hash: String,
     /// This entry's hash.
     pub hash: String,
+}
+
+fn root_chain() -> i64 {
+    1
 }
 
 /// The hash of an entry with `seq` and `record` after `prev_hash`.
@@ -78,11 +107,12 @@ pub fn entry_hash(seq: i64, record: &AuditRecord, prev_hash: &str) -> String {
     hex::encode(ctx.finish().as_ref())
 }
 
-/// Chains `record` after the entry `(prev_seq, prev_hash)`.
-pub fn chain(prev_seq: i64, prev_hash: &str, record: AuditRecord) -> AuditEntry {
+/// Chains `record` after the entry `(prev_seq, prev_hash)` of `chain`.
+pub fn chain(chain: i64, prev_seq: i64, prev_hash: &str, record: AuditRecord) -> AuditEntry {
     let seq = prev_seq + 1;
     let hash = entry_hash(seq, &record, prev_hash);
     AuditEntry {
+        chain,
         seq,
         record,
         prev_hash: prev_hash.to_owned(),
@@ -121,6 +151,11 @@ pub enum ChainError {
         /// Seq of the recorded head.
         head_seq: i64,
     },
+    /// The chain is announced in chain 1, or holds entries, but has no
+    /// recorded head (removed), or has a head but no announcement (added
+    /// behind the writers' backs).
+    #[error("the chain is {0}")]
+    Unaccounted(&'static str),
     /// Reading the entries failed.
     #[error("reading entry after {after}: {message}")]
     Read {
@@ -140,8 +175,48 @@ impl ChainError {
             | ChainError::Altered { seq } => *seq,
             ChainError::HeadMismatch { last_seq, .. } => last_seq + 1,
             ChainError::Read { after, .. } => after + 1,
+            ChainError::Unaccounted(_) => 1,
         }
     }
+}
+
+/// Why the trail (every chain together) does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("chain {chain}: {error}")]
+pub struct TrailError {
+    /// The chain at fault.
+    pub chain: i64,
+    /// What is wrong with it.
+    pub error: ChainError,
+}
+
+impl TrailError {
+    /// The seq of the first bad entry of the chain at fault.
+    pub fn seq(&self) -> i64 {
+        self.error.seq()
+    }
+}
+
+/// The operation of the entry in chain 1 that announces another chain.
+pub const CHAIN_OPENED: &str = "audit.chain_open";
+
+/// The detail of the entry in chain 1 that announces `chain`.
+pub fn chain_opened_detail(chain: i64) -> String {
+    format!("chain {chain} opened")
+}
+
+/// The chain an announcing entry names, if `record` is one.
+pub fn announced_chain(record: &AuditRecord) -> Option<i64> {
+    if record.operation != CHAIN_OPENED {
+        return None;
+    }
+    record
+        .detail
+        .as_deref()?
+        .strip_prefix("chain ")?
+        .strip_suffix(" opened")?
+        .parse()
+        .ok()
 }
 
 /// The recorded chain head: the last entry's seq and hash.
@@ -153,22 +228,29 @@ pub struct Head {
     pub hash: String,
 }
 
-/// Walks `entries` (in seq order, from the first) and checks every link and
-/// hash, then that the chain ends at `head`. Returns the number of entries.
-/// `progress` is called with each verified seq.
+/// Walks `entries` of `chain` (in seq order, from the first) and checks
+/// every link and hash, then that the chain ends at `head`. Returns the
+/// number of entries. `progress` is called with each verified seq.
 pub fn verify_chain<E: std::fmt::Display>(
+    chain: i64,
     entries: impl IntoIterator<Item = Result<AuditEntry, E>>,
     head: &Head,
     mut progress: impl FnMut(i64),
 ) -> Result<u64, ChainError> {
     let mut prev_seq = 0i64;
-    let mut prev_hash = GENESIS.to_owned();
+    let mut prev_hash = genesis(chain);
     let mut count = 0u64;
     for entry in entries {
         let entry = entry.map_err(|e| ChainError::Read {
             after: prev_seq,
             message: e.to_string(),
         })?;
+        if entry.chain != chain {
+            return Err(ChainError::Gap {
+                seq: entry.seq,
+                expected: prev_seq + 1,
+            });
+        }
         if entry.seq != prev_seq + 1 {
             return Err(ChainError::Gap {
                 seq: entry.seq,
@@ -217,7 +299,7 @@ mod tests {
                 .last()
                 .map(|e| (e.seq, e.hash.clone()))
                 .unwrap_or((0, GENESIS.to_owned()));
-            out.push(chain(s, &h, record(&format!("op{i}"))));
+            out.push(chain(1, s, &h, record(&format!("op{i}"))));
         }
         let head = out
             .last()
@@ -230,7 +312,7 @@ mod tests {
     }
 
     fn check(entries: Vec<AuditEntry>, head: &Head) -> Result<u64, ChainError> {
-        verify_chain(entries.into_iter().map(Ok::<_, String>), head, |_| {})
+        verify_chain(1, entries.into_iter().map(Ok::<_, String>), head, |_| {})
     }
 
     #[test]
@@ -269,5 +351,48 @@ mod tests {
                 head_seq: 5
             })
         ));
+    }
+
+    #[test]
+    fn a_chain_is_announced_by_a_fixed_entry() {
+        let mut r = record(CHAIN_OPENED);
+        r.detail = Some(chain_opened_detail(12));
+        assert_eq!(announced_chain(&r), Some(12));
+        r.detail = Some("chain x opened".into());
+        assert_eq!(announced_chain(&r), None);
+        assert_eq!(announced_chain(&record("deposit.create")), None);
+    }
+
+    #[test]
+    fn each_chain_starts_from_its_own_genesis_and_entries_cannot_move_between_chains() {
+        assert_eq!(genesis(1), GENESIS);
+        assert_ne!(genesis(2), genesis(3));
+        let two = chain(2, 0, &genesis(2), record("a"));
+        let head = Head {
+            seq: 1,
+            hash: two.hash.clone(),
+        };
+        let verify =
+            |c: i64, e: &AuditEntry| verify_chain(c, [Ok::<_, String>(e.clone())], &head, |_| {});
+        assert_eq!(verify(2, &two), Ok(1));
+        let mut moved = two.clone();
+        moved.chain = 3;
+        assert!(verify(3, &moved).is_err(), "relabelled into another chain");
+        assert!(verify(2, &moved).is_err(), "found in the wrong chain");
+        let in_one = chain(1, 0, GENESIS, record("a"));
+        let mut relabelled = in_one.clone();
+        relabelled.chain = 2;
+        assert_eq!(
+            verify_chain(
+                2,
+                [Ok::<_, String>(relabelled)],
+                &Head {
+                    seq: 1,
+                    hash: in_one.hash
+                },
+                |_| {}
+            ),
+            Err(ChainError::BrokenLink { seq: 1 })
+        );
     }
 }

@@ -1,54 +1,66 @@
 //! The request guards replicas must share: the SQLite server keeps them in
 //! process memory (`vault-server`'s `limits`), which is the whole truth only
 //! while one process serves. Over PostgreSQL every replica asks the
-//! database instead, each guard in one short statement (or, for the
-//! suspension verdict, one short transaction):
+//! database instead: nonces (`dzl.nonces`, a nonce is fresh if no replica
+//! recorded it within the window) and token buckets (`dzl.rate_buckets`,
+//! one row per tenant, refilled and taken from atomically).
 //!
-//! * [`PgGuards::nonce_fresh`]: an `INSERT … ON CONFLICT` into the
-//!   UNLOGGED table `dzl.nonces`; a nonce is fresh if no replica recorded it
-//!   within the window. Old rows are deleted by whichever replica's call
-//!   comes first after [`NONCE_SWEEP_SECONDS`].
-//! * [`PgGuards::take_token`]: one token bucket row per tenant
-//!   (`dzl.rate_buckets`), refilled and taken from in one atomic upsert.
-//! * [`PgGuards::check_guessing`] and [`PgGuards::record_failure`]: the
-//!   failed-redemption windows per funder (`dzl.failure_windows`), a minute
-//!   (throttle) and an hour (suspend).
+//! The guards are batched like the writes: requests queue to one thread
+//! per replica, which answers every request that arrived meanwhile with one
+//! statement on a connection of its own — one round trip for a batch of
+//! requests, not one per request. Within a batch a repeated nonce is a
+//! replay, and a tenant's requests draw their tokens together.
 //!
 //! The arithmetic is the in-memory guards' own, so both backends refuse
-//! alike. Times are the calling replica's clock in seconds.
+//! alike. Times are the calling replica's clock in seconds. The
+//! failed-redemption windows live with the redemptions, in the store.
 //!
-//! Caveat: UNLOGGED tables are emptied when PostgreSQL recovers from a
-//! crash. A crash of the database therefore forgets the nonces of the last
-//! skew window (a request captured in it could be replayed once within that
-//! window) and refills every bucket; failure windows are logged and survive.
+//! Caveat: the guards' tables are UNLOGGED: no WAL flush per batch, and
+//! emptied when PostgreSQL recovers from a crash (a clean restart keeps
+//! them). A crash of the database therefore forgets the nonces of the last
+//! skew window (a request captured in it could be replayed once within
+//! that window) and refills every bucket.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
-use dzl_store::StoreResult;
+use dzl_store::{StoreError, StoreResult};
 use dzl_types::TenantId;
+use postgres::Client;
 
-use crate::{with_client, Pool, TxResult};
-
-/// The bucket's level at the call: refilled at the rate since its last
-/// call (never backwards when replicas' clocks differ), capped at the rate.
-const REFILLED: &str =
-    "least(b.tokens + greatest(EXCLUDED.last_at - b.last_at, 0) * $2::float8, $2::float8)";
+use crate::{map_pg, Connector};
 
 /// How often (seconds) expired nonces are deleted.
 pub const NONCE_SWEEP_SECONDS: i64 = 60;
 
-/// Attempts of a guard statement that conflicts (40001) on engines that
-/// run SERIALIZABLE.
-const ATTEMPTS: u32 = 8;
+/// Requests one batch answers at most.
+const MAX_BATCH: usize = 1024;
 
-/// The shared guards, over a [`crate::PgStore`]'s pool
-/// ([`crate::PgStore::guards`]). Cheap to clone.
+/// What a guard request is answered with.
+type Answer<T> = Box<dyn FnOnce(StoreResult<T>) + Send>;
+
+enum Request {
+    Nonce {
+        key_id: String,
+        nonce: String,
+        now: i64,
+        window: i64,
+        reply: Answer<bool>,
+    },
+    Token {
+        tenant: TenantId,
+        rate: u32,
+        now: f64,
+        reply: Answer<Result<(), u64>>,
+    },
+}
+
+/// The shared guards of one replica. Cheap to clone.
 #[derive(Clone)]
 pub struct PgGuards {
-    pool: Pool,
+    queue: Arc<Mutex<mpsc::Sender<Request>>>,
     target: Arc<str>,
-    last_sweep: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for PgGuards {
@@ -60,160 +72,290 @@ impl std::fmt::Debug for PgGuards {
 }
 
 impl PgGuards {
-    pub(crate) fn new(pool: Pool, target: Arc<str>) -> Self {
-        PgGuards {
-            pool,
+    /// Starts the guards' thread on a connection of its own.
+    pub(crate) fn start(connector: Connector) -> StoreResult<PgGuards> {
+        let client = connector.connect()?;
+        let (tx, rx) = mpsc::channel();
+        let target = connector.target.clone();
+        std::thread::Builder::new()
+            .name("dzl-pg-guards".into())
+            .spawn(move || batch_loop(client, connector, rx))
+            .map_err(|e| StoreError::Unavailable(format!("starting the guards: {e}")))?;
+        Ok(PgGuards {
+            queue: Arc::new(Mutex::new(tx)),
             target,
-            last_sweep: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    fn send(&self, r: Request) {
+        let refused = match self.queue.lock() {
+            Ok(q) => q.send(r).err().map(|mpsc::SendError(r)| r),
+            Err(_) => Some(r),
+        };
+        if let Some(r) = refused {
+            let e = StoreError::Unavailable("the guards have stopped".into());
+            match r {
+                Request::Nonce { reply, .. } => reply(Err(e)),
+                Request::Token { reply, .. } => reply(Err(e)),
+            }
         }
     }
 
-    fn client<R>(&self, f: impl FnMut(&mut postgres::Client) -> TxResult<R>) -> StoreResult<R> {
-        with_client(&self.pool, &self.target, ATTEMPTS, f)
+    /// Records `(key_id, nonce)` as seen at `now` (seconds); `reply` gets
+    /// `false` if any replica saw it within the last `window` seconds (a
+    /// replay). A nonce last seen longer ago is fresh again. Callers pass
+    /// twice the allowed clock skew.
+    pub fn submit_nonce(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        now: i64,
+        window: i64,
+        reply: Answer<bool>,
+    ) {
+        self.send(Request::Nonce {
+            key_id: key_id.to_owned(),
+            nonce: nonce.to_owned(),
+            now,
+            window,
+            reply,
+        })
     }
 
-    /// Records `(key_id, nonce)` as seen at `now_secs` (the server's clock);
-    /// `false` if any replica saw it within the last `window_secs` (a
-    /// replay). A nonce last seen longer ago than that is fresh again, as in
-    /// the in-memory cache. Callers pass twice the allowed clock skew.
+    /// Takes one request token from `tenant`'s bucket (capacity and refill
+    /// `rate` per second, at least 1) at `now` (seconds, fractional);
+    /// `reply` gets `Err(seconds)` to wait when none is left.
+    pub fn submit_token(
+        &self,
+        tenant: &TenantId,
+        rate: u32,
+        now: f64,
+        reply: Answer<Result<(), u64>>,
+    ) {
+        self.send(Request::Token {
+            tenant: tenant.clone(),
+            rate,
+            now,
+            reply,
+        })
+    }
+
+    /// [`PgGuards::submit_nonce`], waiting for the answer.
     pub fn nonce_fresh(
         &self,
         key_id: &str,
         nonce: &str,
-        now_secs: i64,
-        window_secs: i64,
+        now: i64,
+        window: i64,
     ) -> StoreResult<bool> {
-        let fresh = self.client(|c| {
-            Ok(c.execute(
-                "INSERT INTO dzl.nonces AS n (key_id, nonce, seen_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (key_id, nonce) DO UPDATE SET seen_at = EXCLUDED.seen_at
-                 WHERE n.seen_at < EXCLUDED.seen_at - $4",
-                &[&key_id, &nonce, &now_secs, &window_secs],
-            )? == 1)
-        })?;
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if now_secs - last >= NONCE_SWEEP_SECONDS
-            && self
-                .last_sweep
-                .compare_exchange(last, now_secs, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            // Housekeeping: a failure here does not make the nonce less fresh.
-            if let Err(e) = self.sweep_nonces(now_secs - window_secs) {
-                log::warn!("deleting expired nonces: {e}");
-            }
-        }
-        Ok(fresh)
+        wait(|reply| self.submit_nonce(key_id, nonce, now, window, reply))
     }
 
-    /// Deletes nonces seen before `before_secs`; returns how many.
-    pub fn sweep_nonces(&self, before_secs: i64) -> StoreResult<u64> {
-        self.client(
-            |c| Ok(c.execute("DELETE FROM dzl.nonces WHERE seen_at < $1", &[&before_secs])?),
-        )
-    }
-
-    /// Takes one request token from `tenant`'s bucket (capacity and refill
-    /// `rate_per_sec`, at least 1) at `now` (seconds, fractional);
-    /// `Ok(Err(seconds))` to wait when none is left. One atomic upsert, so
-    /// every replica draws from the same bucket.
+    /// [`PgGuards::submit_token`], waiting for the answer.
     pub fn take_token(
         &self,
         tenant: &TenantId,
-        rate_per_sec: u32,
+        rate: u32,
         now: f64,
     ) -> StoreResult<Result<(), u64>> {
-        let rate = f64::from(rate_per_sec.max(1));
-        let (tokens, granted): (f64, bool) = self.client(|c| {
-            let row = c.query_one(
-                &format!(
-                    "INSERT INTO dzl.rate_buckets AS b (tenant_id, tokens, last_at, granted)
-                     VALUES ($1, $2::float8 - 1, $3::float8, true)
-                     ON CONFLICT (tenant_id) DO UPDATE SET
-                         tokens = CASE WHEN {REFILLED} >= 1 THEN {REFILLED} - 1 ELSE {REFILLED} END,
-                         granted = {REFILLED} >= 1,
-                         last_at = greatest(b.last_at, EXCLUDED.last_at)
-                     RETURNING tokens, granted"
-                ),
-                &[&tenant.as_str(), &rate, &now],
-            )?;
-            Ok((row.try_get(0)?, row.try_get(1)?))
-        })?;
-        if granted {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(((1.0 - tokens) / rate).ceil().max(1.0) as u64))
+        wait(|reply| self.submit_token(tenant, rate, now, reply))
+    }
+}
+
+fn wait<T: Send + 'static>(submit: impl FnOnce(Answer<T>)) -> StoreResult<T> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    submit(Box::new(move |out| {
+        let _ = tx.send(out);
+    }));
+    rx.recv()
+        .map_err(|_| StoreError::Unavailable("the guards have stopped".into()))?
+}
+
+/// The guards' thread: answers what queued, a batch at a time.
+fn batch_loop(client: Client, connector: Connector, rx: mpsc::Receiver<Request>) {
+    let mut client = Some(client);
+    let last_sweep = AtomicI64::new(0);
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let c = match client.take().filter(|c| !c.is_closed()) {
+            Some(c) => Ok(c),
+            None => connector.connect(),
+        };
+        match c {
+            Ok(mut c) => {
+                answer(&mut c, batch, &last_sweep);
+                client = Some(c);
+            }
+            Err(e) => fail(batch, &e),
         }
     }
+}
 
-    /// Whether a funder is throttled for guessing at `now` (seconds):
-    /// `Ok(Err(seconds))` until the current minute's window ends, once it has
-    /// `per_minute` failed redemptions in it.
-    pub fn check_guessing(
-        &self,
-        tenant: &TenantId,
-        now: i64,
-        per_minute: u32,
-    ) -> StoreResult<Result<(), u64>> {
-        let window: Option<(i64, i32)> = self.client(|c| {
-            let row = c.query_opt(
-                "SELECT minute_start, minute_count FROM dzl.failure_windows WHERE tenant_id = $1",
-                &[&tenant.as_str()],
-            )?;
-            Ok(row
-                .map(|r| -> Result<_, postgres::Error> { Ok((r.try_get(0)?, r.try_get(1)?)) })
-                .transpose()?)
-        })?;
-        Ok(match window {
-            Some((start, count))
-                if now - start < 60 && i64::from(count) >= i64::from(per_minute) =>
-            {
-                Err((60 - (now - start)).max(1) as u64)
-            }
-            _ => Ok(()),
-        })
+fn fail(batch: Vec<Request>, e: &StoreError) {
+    for r in batch {
+        match r {
+            Request::Nonce { reply, .. } => reply(Err(e.clone())),
+            Request::Token { reply, .. } => reply(Err(e.clone())),
+        }
     }
+}
 
-    /// Counts a redemption of an unknown code at `now` (seconds); `true`
-    /// when this failure reaches `per_hour` in the hour: suspend the funder
-    /// now. The windows then start afresh, so exactly one caller — on
-    /// whichever replica — is told to suspend.
-    pub fn record_failure(&self, tenant: &TenantId, now: i64, per_hour: u32) -> StoreResult<bool> {
-        self.client(|c| {
-            let mut tx = c.transaction()?;
-            let row = tx.query_one(
-                "INSERT INTO dzl.failure_windows AS f
-                     (tenant_id, minute_start, minute_count, hour_start, hour_count)
-                 VALUES ($1, $2, 1, $2, 1)
-                 ON CONFLICT (tenant_id) DO UPDATE SET
-                     minute_start = CASE WHEN $2 - f.minute_start >= 60 THEN $2 ELSE f.minute_start END,
-                     minute_count = CASE WHEN $2 - f.minute_start >= 60 THEN 1 ELSE f.minute_count + 1 END,
-                     hour_start = CASE WHEN $2 - f.hour_start >= 3600 THEN $2 ELSE f.hour_start END,
-                     hour_count = CASE WHEN $2 - f.hour_start >= 3600 THEN 1 ELSE f.hour_count + 1 END
-                 RETURNING hour_count",
-                &[&tenant.as_str(), &now],
-            )?;
-            let hour: i32 = row.try_get(0)?;
-            let suspend = i64::from(hour) >= i64::from(per_hour);
-            if suspend {
-                tx.execute(
-                    "DELETE FROM dzl.failure_windows WHERE tenant_id = $1",
-                    &[&tenant.as_str()],
-                )?;
+/// One statement for the whole batch: the nonces it records, and each
+/// tenant's tokens taken together.
+const GUARDS: &str = "
+WITH n AS (
+    INSERT INTO dzl.nonces AS n (key_id, nonce, seen_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+    ON CONFLICT (key_id, nonce) DO UPDATE SET seen_at = EXCLUDED.seen_at
+        WHERE n.seen_at < EXCLUDED.seen_at - $4
+    RETURNING key_id, nonce
+), b AS (
+    INSERT INTO dzl.rate_buckets AS b (tenant_id, tokens, last_at, granted, rate, wanted, taken)
+    SELECT t, r - least(w, floor(r)), at, true, r, w, least(w, floor(r))::int
+    FROM unnest($5::text[], $6::float8[], $7::float8[], $8::int[]) AS x(t, r, at, w)
+    ON CONFLICT (tenant_id) DO UPDATE SET
+        taken = least(EXCLUDED.wanted, floor(least(b.tokens
+            + greatest(EXCLUDED.last_at - b.last_at, 0) * EXCLUDED.rate, EXCLUDED.rate)))::int,
+        tokens = least(b.tokens + greatest(EXCLUDED.last_at - b.last_at, 0) * EXCLUDED.rate,
+            EXCLUDED.rate)
+            - least(EXCLUDED.wanted, floor(least(b.tokens
+                + greatest(EXCLUDED.last_at - b.last_at, 0) * EXCLUDED.rate, EXCLUDED.rate))),
+        last_at = greatest(b.last_at, EXCLUDED.last_at),
+        rate = EXCLUDED.rate,
+        wanted = EXCLUDED.wanted
+    RETURNING tenant_id, tokens, taken, rate
+)
+SELECT 0, key_id, nonce, 0::float8, 0, 0::float8 FROM n
+UNION ALL
+SELECT 1, tenant_id, '', tokens, taken, rate FROM b";
+
+fn answer(client: &mut Client, batch: Vec<Request>, last_sweep: &AtomicI64) {
+    let mut nonces: Vec<(String, String, i64)> = Vec::new();
+    let mut window = 0i64;
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut nonce_replies: Vec<((String, String), Answer<bool>)> = Vec::new();
+    let mut replays: Vec<Answer<bool>> = Vec::new();
+    // Per tenant: rate, latest time, the replies in arrival order.
+    let mut tokens: HashMap<TenantId, (f64, f64, Vec<Answer<Result<(), u64>>>)> = HashMap::new();
+    let mut newest = 0i64;
+    for r in batch {
+        match r {
+            Request::Nonce {
+                key_id,
+                nonce,
+                now,
+                window: w,
+                reply,
+            } => {
+                let key = (key_id, nonce);
+                if !seen.insert(key.clone()) {
+                    replays.push(reply);
+                    continue;
+                }
+                window = window.max(w);
+                newest = newest.max(now);
+                nonces.push((key.0.clone(), key.1.clone(), now));
+                nonce_replies.push((key, reply));
             }
-            tx.commit()?;
-            Ok(suspend)
-        })
+            Request::Token {
+                tenant,
+                rate,
+                now,
+                reply,
+            } => {
+                let e = tokens
+                    .entry(tenant)
+                    .or_insert_with(|| (f64::from(rate.max(1)), now, Vec::new()));
+                e.0 = f64::from(rate.max(1));
+                e.1 = e.1.max(now);
+                e.2.push(reply);
+            }
+        }
     }
-
-    /// Forgets a funder's failure windows (e.g. when an operator resumes it).
-    pub fn clear_failures(&self, tenant: &TenantId) -> StoreResult<()> {
-        self.client(|c| {
-            c.execute(
-                "DELETE FROM dzl.failure_windows WHERE tenant_id = $1",
-                &[&tenant.as_str()],
-            )?;
-            Ok(())
-        })
+    for reply in replays {
+        reply(Ok(false));
+    }
+    let keys: Vec<&str> = nonces.iter().map(|n| n.0.as_str()).collect();
+    let values: Vec<&str> = nonces.iter().map(|n| n.1.as_str()).collect();
+    let at: Vec<i64> = nonces.iter().map(|n| n.2).collect();
+    let tenants: Vec<(&TenantId, &(f64, f64, Vec<Answer<Result<(), u64>>>))> =
+        tokens.iter().collect();
+    let ids: Vec<&str> = tenants.iter().map(|(t, _)| t.as_str()).collect();
+    let rates: Vec<f64> = tenants.iter().map(|(_, e)| e.0).collect();
+    let times: Vec<f64> = tenants.iter().map(|(_, e)| e.1).collect();
+    let wanted: Vec<i32> = tenants
+        .iter()
+        .map(|(_, e)| i32::try_from(e.2.len()).unwrap_or(i32::MAX))
+        .collect();
+    let result = client.query(
+        GUARDS,
+        &[&keys, &values, &at, &window, &ids, &rates, &times, &wanted],
+    );
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            let e = map_pg(e);
+            for (_, reply) in nonce_replies {
+                reply(Err(e.clone()));
+            }
+            for (_, (_, _, replies)) in tokens {
+                for reply in replies {
+                    reply(Err(e.clone()));
+                }
+            }
+            return;
+        }
+    };
+    let mut fresh: HashSet<(String, String)> = HashSet::new();
+    let mut granted: HashMap<String, (f64, i32, f64)> = HashMap::new();
+    for r in &rows {
+        let kind: i32 = r.try_get(0).unwrap_or(-1);
+        let a: String = r.try_get(1).unwrap_or_default();
+        if kind == 0 {
+            fresh.insert((a, r.try_get(2).unwrap_or_default()));
+        } else {
+            granted.insert(
+                a,
+                (
+                    r.try_get(3).unwrap_or(0.0),
+                    r.try_get(4).unwrap_or(0),
+                    r.try_get(5).unwrap_or(1.0),
+                ),
+            );
+        }
+    }
+    for (key, reply) in nonce_replies {
+        reply(Ok(fresh.contains(&key)));
+    }
+    for (tenant, (_, _, replies)) in tokens {
+        let (left, taken, rate) = granted
+            .get(tenant.as_str())
+            .copied()
+            .unwrap_or((0.0, 0, 1.0));
+        let wait = ((1.0 - left) / rate.max(1.0)).ceil().max(1.0) as u64;
+        for (i, reply) in replies.into_iter().enumerate() {
+            if i64::try_from(i).unwrap_or(i64::MAX) < i64::from(taken) {
+                reply(Ok(Ok(())));
+            } else {
+                reply(Ok(Err(wait)));
+            }
+        }
+    }
+    let last = last_sweep.load(Ordering::Relaxed);
+    if newest > 0 && newest - last >= NONCE_SWEEP_SECONDS {
+        last_sweep.store(newest, Ordering::Relaxed);
+        // Housekeeping: a failure here does not make a nonce less fresh.
+        if let Err(e) = client.execute(
+            "DELETE FROM dzl.nonces WHERE seen_at < $1",
+            &[&(newest - window)],
+        ) {
+            log::warn!("deleting expired nonces: {e}");
+        }
     }
 }

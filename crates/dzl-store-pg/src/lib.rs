@@ -1,101 +1,98 @@
-//! The PostgreSQL backend of dzl-vault: [`PgStore`] implements
-//! [`dzl_store::Store`] with the SQLite backend's semantics, so several
-//! stateless `dzl-vault` replicas can serve over one database; [`PgGuards`]
-//! holds the request guards those replicas must share (nonces, rate limits,
-//! failed-redemption windows).
+//! The PostgreSQL backend of dzl-vault, for stateless replicas: several
+//! `dzl-vault` servers over one database. Every rule is the store's
+//! ([`dzl_store::ops`]); this crate holds what is PostgreSQL's own: the
+//! SQL of [`dzl_store::tx::Tx`] ([`rows`]), the schema ([`schema`]), the
+//! writer's connection and its audit chain ([`writer`]), the connection
+//! pool, TLS to the database, and [`PgGuards`], the request guards every
+//! replica shares (nonces, rate limits), batched.
 //!
 //! # Layout
 //!
-//! Two schemas: `dzl` (tenants, keyring, sealed secrets, deposits, records,
-//! codes, redemptions, audit chain and head, usage, meta, the guards'
+//! Two schemas: `dzl` (tenants, keyring, sealed secrets, deposits, their
+//! records, codes, redemptions, audit chains, usage, meta, the guards'
 //! tables) and `dzl_identity` (the `applicant` group and its data keys,
 //! kept apart as GB/T 35273 §6.2 asks; an operator may grant the two to
 //! different roles). Timestamps are BIGINT milliseconds, ciphertext and
-//! wrapped keys BYTEA. The schema is versioned ([`schema`]): every
-//! [`PgStore::connect`] applies the missing migrations in one transaction
-//! under `pg_advisory_xact_lock`, recording each in `dzl.schema_migrations`,
-//! so replicas starting together migrate once.
+//! wrapped keys BYTEA. [`PgStore::connect`] applies the missing migrations
+//! in one transaction under `pg_advisory_xact_lock`, so replicas starting
+//! together migrate once.
 //!
-//! # Transactions and isolation
+//! # Writes
 //!
-//! One [`Store`](dzl_store::Store) method is one transaction, run at
-//! **READ COMMITTED** with explicit row locks where a decision depends on a
-//! row another transaction may change:
+//! Each replica has one writer ([`dzl_store::writer`]) on a connection of
+//! its own: the jobs that arrive while a transaction commits share the
+//! next one, a savepoint per group of jobs, and each job is answered once
+//! COMMIT returns (`synchronous_commit` on: durable). The writer owns an
+//! audit chain — claimed with a session advisory lock, opened and
+//! announced in chain 1 if none is free — so replicas never wait for each
+//! other's audit entries; its usage counters are its own rows too. What
+//! two replicas really share is locked row by row at READ COMMITTED:
 //!
 //! * Redemption is exactly-once by the conditional
 //!   `UPDATE dzl.codes SET state = 'redeemed' … WHERE row = $1 AND state = 'issued'`
-//!   in the transaction that reads the sealed groups and appends the audit
-//!   entry: a concurrent redeemer blocks on the row, re-reads it, matches
-//!   nothing, and is refused (its refusal audited).
-//! * The audit chain is appended under
-//!   `SELECT seq, hash FROM dzl.audit_head WHERE id = 1 FOR UPDATE`, so
-//!   appends from every replica are serialised. Each transaction appends its
-//!   entries *last*, after every other row it locks (data rows, then its
-//!   usage counter, then the head): the head is held only for the commit,
-//!   and no lock order cycle can form through it.
-//! * Keyring and tenant changes first lock the `generation` row of
-//!   `dzl.meta` (one at a time across replicas); a write that wraps under a
-//!   KEK version takes that version's row `FOR SHARE`, and `retire_kek`
-//!   takes it `FOR UPDATE` before counting what still needs it, so no key
-//!   can be stored under a version being retired.
-//! * Deposits are locked (`FOR SHARE` to issue a code, `FOR UPDATE` to
-//!   erase or purge) so no code is issued on an erased deposit.
-//! * Reads that must agree with each other (audit verification, purge
-//!   preview) run in one REPEATABLE READ, READ ONLY transaction.
+//!   ([`dzl_store::tx::Tx::claim_code`]): a concurrent redeemer blocks on
+//!   the row, re-reads it, matches nothing, and is refused (audited).
+//! * A write that wraps under a KEK version holds that version's row
+//!   `FOR SHARE` until commit, and `keys retire` takes it `FOR UPDATE`
+//!   before counting what still needs it. Keyring and tenant changes first
+//!   update the `generation` row, so they queue behind each other.
+//! * A deposit is locked `FOR SHARE` to issue a code on it and `FOR UPDATE`
+//!   to erase or purge it, so no code is issued on an erased deposit.
+//! * Reads that must agree (audit verification, purge preview, `keys
+//!   list`) run in one REPEATABLE READ, READ ONLY transaction.
 //!
-//! Refusals that must be recorded (a failed redemption) commit their audit
-//! entry and come back as [`StoreError::Refused`]; refusals that must leave
-//! no trace roll back. A transaction that fails with SQLSTATE 40001
-//! (serialization failure) or 40P01 (deadlock) is retried from the start a
-//! bounded number of times ([`PgOptions::max_attempts`]) with jittered
-//! back-off.
+//! A transaction that fails with SQLSTATE 40001 (serialization failure) or
+//! 40P01 (deadlock) is run again whole, a bounded number of times
+//! ([`PgOptions::max_attempts`]) with jittered back-off.
 //!
 //! # PostgreSQL-compatible distributed SQL
 //!
 //! The same code runs on CockroachDB and YugabyteDB, with these notes:
 //!
-//! * CockroachDB runs SERIALIZABLE by default (READ COMMITTED only when the
-//!   cluster enables it); YugabyteDB's READ COMMITTED also needs a cluster
-//!   flag. Set [`PgOptions::isolation`] to [`Isolation::Serializable`] there.
-//!   Contending transactions then fail with 40001 instead of waiting, and
-//!   the retry loop above re-runs them: exactly-once redemption and the
-//!   audit chain hold either way (the test suite runs the concurrent
-//!   redemption test at SERIALIZABLE too). `SELECT … FOR UPDATE` and
-//!   `FOR SHARE` are supported by both.
-//! * The audit head is one row every write updates: the throughput ceiling
-//!   of a replicated deployment is that row's commit rate, on any engine.
-//! * Advisory locks are not implemented by CockroachDB: start one process
-//!   first (e.g. `dzlctl` once) so it migrates before the other replicas
-//!   connect. The audit table's append-only triggers need PL/pgSQL triggers
-//!   (CockroachDB 24.3 or later); `UNLOGGED` tables are ordinary tables there.
+//! * CockroachDB runs SERIALIZABLE by default; set [`PgOptions::isolation`]
+//!   to [`Isolation::Serializable`] there. Contending transactions then fail
+//!   with 40001 instead of waiting, and are run again: exactly-once
+//!   redemption and the audit chains hold either way.
+//! * Advisory locks are not implemented by CockroachDB: there every writer
+//!   opens a chain of its own at start instead of claiming a free one.
+//!   Start one process first (e.g. `dzlctl` once) so it migrates before
+//!   the other replicas connect. The audit table's append-only triggers
+//!   need PL/pgSQL triggers (CockroachDB 24.3 or later); `UNLOGGED` tables
+//!   are ordinary tables there.
 //! * `BIGSERIAL` code rows are `unique_rowid()` values on CockroachDB: not
 //!   sequential, still unique 64-bit keys, which is all a code embeds.
 //!
 //! # Connections
 //!
-//! An `r2d2` pool of `postgres` clients; each connection sets
+//! Reads use an `r2d2` pool of `postgres` clients; the writer and the
+//! guards have a connection each. Every connection sets
 //! `statement_timeout` and `idle_in_transaction_session_timeout` when it is
-//! opened, so a stuck statement or a client that stalls holding the audit
-//! head cannot block the other replicas for long. An unreachable database
-//! is [`StoreError::Unavailable`] naming host and port, never the password.
-//! Connections are made without TLS: run the database on the same host or
-//! a private network until TLS to PostgreSQL is added.
+//! opened, so a stuck statement cannot block the other replicas for long.
+//! An unreachable database is [`StoreError::Unavailable`] naming host and
+//! port, never the password. With `sslmode=require` in the URL the
+//! connections use TLS and check the server's certificate against
+//! [`PgOptions::ca_file`].
 
 pub mod guards;
-mod ops;
+mod rows;
 pub mod schema;
 pub mod testing;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dzl_store::{StoreError, StoreResult};
+use dzl_store::tx::Tx;
+use dzl_store::writer::Writer;
+use dzl_store::{Backend, StoreError, StoreResult, Vault};
 use postgres::config::SslMode;
 use postgres::error::SqlState;
-use postgres::{Client, IsolationLevel, Transaction};
+use postgres::Client;
 use r2d2_postgres::PostgresConnectionManager;
 
 pub use guards::PgGuards;
+
+use rows::PgConn;
 
 /// The connection pool: an r2d2 pool whose handle, when dropped, is dropped
 /// on a plain thread. The sync `postgres` client runs a small runtime of its
@@ -234,25 +231,6 @@ impl Default for PgOptions {
     }
 }
 
-/// The PostgreSQL store. Cheap to clone (the pool is shared); every clone,
-/// and every other `PgStore` on the same database, sees the same state.
-#[derive(Clone)]
-pub struct PgStore {
-    pub(crate) pool: Pool,
-    pub(crate) target: Arc<str>,
-    pub(crate) isolation: Isolation,
-    pub(crate) max_attempts: u32,
-}
-
-impl std::fmt::Debug for PgStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore")
-            .field("target", &self.target)
-            .field("isolation", &self.isolation)
-            .finish_non_exhaustive()
-    }
-}
-
 /// `host:port/database` of a configuration: what errors and logs may name.
 pub(crate) fn describe_target(config: &postgres::Config) -> String {
     let host = match config.get_hosts().first() {
@@ -277,20 +255,188 @@ pub(crate) fn parse_config(url: &str) -> StoreResult<postgres::Config> {
     })
 }
 
-/// Sets the session's timeouts on every new connection.
-#[derive(Debug)]
-struct SessionSettings {
-    statement_timeout_ms: u128,
-    idle_in_transaction_ms: u128,
+/// The PostgreSQL store: one replica's reads and writer. Every
+/// `PgStore` on the same database sees the same state.
+pub type PgStore = Vault<PgBackend>;
+
+/// How a new connection is made: the configuration, TLS, and the session
+/// settings every connection gets.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    config: postgres::Config,
+    tls: Tls,
+    session: Arc<str>,
+    pub(crate) target: Arc<str>,
 }
+
+impl Connector {
+    /// A new connection of its own (not from the pool).
+    pub(crate) fn connect(&self) -> StoreResult<Client> {
+        let mut client = self.config.connect(self.tls.clone()).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {e}",
+                self.target
+            ))
+        })?;
+        client.batch_execute(&self.session).map_err(map_pg)?;
+        Ok(client)
+    }
+}
+
+/// The PostgreSQL backend's read side: the pool.
+pub struct PgBackend {
+    pool: Pool,
+    connector: Connector,
+    isolation: Isolation,
+    max_attempts: u32,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("target", &self.connector.target)
+            .field("isolation", &self.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects a pool to `url`, brings the schema up to date (once,
+/// whoever else connects at the same time), and starts this replica's
+/// writer on a connection and an audit chain of its own.
+/// `Unavailable` naming host and port when the database cannot be
+/// reached within `opts.connect_timeout`.
+pub fn connect(url: &str, opts: PgOptions) -> StoreResult<PgStore> {
+    let mut config = parse_config(url)?;
+    let target: Arc<str> = describe_target(&config).into();
+    config.connect_timeout(opts.connect_timeout);
+    config.application_name("dzl-vault");
+    let tls = tls_connector(&mut config, opts.ca_file.as_deref())?;
+    let session: Arc<str> = format!(
+        "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+        opts.statement_timeout.as_millis().max(1),
+        opts.idle_in_transaction_timeout.as_millis().max(1)
+    )
+    .into();
+    let connector = Connector {
+        config: config.clone(),
+        tls: tls.clone(),
+        session: session.clone(),
+        target: target.clone(),
+    };
+    let manager = PostgresConnectionManager::new(config, tls);
+    let pool = r2d2::Pool::builder()
+        .max_size(opts.pool_size.max(1))
+        .min_idle(Some(1))
+        .connection_timeout(opts.connect_timeout)
+        .connection_customizer(Box::new(SessionSettings(session)))
+        .error_handler(Box::new(LogErrors(target.clone())))
+        .build(manager)
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
+        })?;
+    let pool = Pool::new(pool);
+    {
+        let mut conn = pooled(&pool, &target)?;
+        schema::migrate(&mut conn)?;
+    }
+    let writer = writer::PgWriter::start(connector.clone(), opts.isolation, opts.max_attempts)?;
+    let writer = Writer::start(writer, "dzl-pg-writer")?;
+    let backend = PgBackend {
+        pool,
+        connector,
+        isolation: opts.isolation,
+        max_attempts: opts.max_attempts.max(1),
+    };
+    Ok(Vault::new(backend, writer))
+}
+
+/// The guards replicas share, batched on a connection of their own to
+/// `store`'s database.
+pub fn guards(store: &PgStore) -> StoreResult<PgGuards> {
+    PgGuards::start(store.backend().connector.clone())
+}
+
+impl PgBackend {
+    /// `host:port/database` this store talks to (no credentials).
+    pub fn target(&self) -> &str {
+        &self.connector.target
+    }
+
+    /// Runs `f` on a pooled connection between `begin` and COMMIT,
+    /// retrying it on 40001/40P01.
+    fn run<R>(
+        &self,
+        begin: Option<&str>,
+        mut f: impl FnMut(&mut dyn Tx) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let mut attempt = 1;
+        loop {
+            let mut pooled = pooled(&self.pool, &self.connector.target)?;
+            let mut conn = PgConn::new(&mut *pooled);
+            let out = (|| {
+                if let Some(begin) = begin {
+                    conn.batch(begin)?;
+                }
+                let r = f(&mut conn)?;
+                if begin.is_some() {
+                    conn.batch("COMMIT")?;
+                }
+                Ok(r)
+            })();
+            if out.is_err() && begin.is_some() {
+                let _ = conn.batch("ROLLBACK");
+            }
+            match out {
+                Err(StoreError::Conflict(e)) if attempt < self.max_attempts => {
+                    log::debug!("read attempt {attempt} conflicted ({e}); retrying");
+                    std::thread::sleep(Duration::from_millis(2 << attempt.min(6)));
+                    attempt += 1;
+                }
+                Err(StoreError::Conflict(e)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "the read kept conflicting with writers ({attempt} attempts): {e}"
+                    )))
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Backend for PgBackend {
+    fn read<R>(&self, f: impl FnOnce(&mut dyn Tx) -> StoreResult<R>) -> StoreResult<R> {
+        let mut pooled = pooled(&self.pool, &self.connector.target)?;
+        f(&mut PgConn::new(&mut *pooled))
+    }
+
+    fn snapshot<R>(&self, f: impl FnOnce(&mut dyn Tx) -> StoreResult<R>) -> StoreResult<R> {
+        let begin = match self.isolation {
+            Isolation::ReadCommitted => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Isolation::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY",
+        };
+        let mut f = Some(f);
+        self.run(Some(begin), |tx| match f.take() {
+            Some(f) => f(tx),
+            None => Err(StoreError::Unavailable(
+                "a read that conflicted cannot run again; retry the request".into(),
+            )),
+        })
+    }
+}
+
+pub(crate) fn pooled(pool: &Pool, target: &str) -> StoreResult<r2d2::PooledConnection<Manager>> {
+    pool.get().map_err(|e| {
+        StoreError::Unavailable(format!("no connection to PostgreSQL at {target}: {e}"))
+    })
+}
+
+/// Sets the session's timeouts on every new pooled connection.
+#[derive(Debug)]
+struct SessionSettings(Arc<str>);
 
 impl r2d2::CustomizeConnection<Client, postgres::Error> for SessionSettings {
     fn on_acquire(&self, conn: &mut Client) -> Result<(), postgres::Error> {
-        conn.batch_execute(&format!(
-            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; \
-             SET application_name = 'dzl-vault'",
-            self.statement_timeout_ms, self.idle_in_transaction_ms
-        ))
+        conn.batch_execute(&self.0)
     }
 }
 
@@ -304,197 +450,6 @@ impl r2d2::HandleError<postgres::Error> for LogErrors {
     }
 }
 
-impl PgStore {
-    /// Connects a pool to `url`, and brings the schema up to date (once,
-    /// whoever else connects at the same time). `Unavailable` naming host and
-    /// port when the database cannot be reached within
-    /// `opts.connect_timeout`.
-    pub fn connect(url: &str, opts: PgOptions) -> StoreResult<Self> {
-        let mut config = parse_config(url)?;
-        let target: Arc<str> = describe_target(&config).into();
-        config.connect_timeout(opts.connect_timeout);
-        let tls = tls_connector(&mut config, opts.ca_file.as_deref())?;
-        let manager = PostgresConnectionManager::new(config, tls);
-        let pool = r2d2::Pool::builder()
-            .max_size(opts.pool_size.max(1))
-            .min_idle(Some(1))
-            .connection_timeout(opts.connect_timeout)
-            .connection_customizer(Box::new(SessionSettings {
-                statement_timeout_ms: opts.statement_timeout.as_millis().max(1),
-                idle_in_transaction_ms: opts.idle_in_transaction_timeout.as_millis().max(1),
-            }))
-            .error_handler(Box::new(LogErrors(target.clone())))
-            .build(manager)
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
-            })?;
-        let store = PgStore {
-            pool: Pool::new(pool),
-            target,
-            isolation: opts.isolation,
-            max_attempts: opts.max_attempts.max(1),
-        };
-        let mut conn = store.conn()?;
-        schema::migrate(&mut conn).map_err(|e| match e {
-            TxError::Db(e) => map_pg(e),
-            TxError::Store(e) => e,
-        })?;
-        Ok(store)
-    }
-
-    /// The guards replicas share, over this store's pool.
-    pub fn guards(&self) -> PgGuards {
-        PgGuards::new(self.pool.clone(), self.target.clone())
-    }
-
-    /// `host:port/database` this store talks to (no credentials).
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
-    /// A pooled connection.
-    pub(crate) fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
-        pooled(&self.pool, &self.target)
-    }
-
-    /// Runs `f` in one write transaction (see the crate doc), retrying it
-    /// on 40001/40P01. `Err` rolls back everything `f` did.
-    pub(crate) fn tx<R>(
-        &self,
-        f: impl FnMut(&mut Transaction<'_>) -> TxResult<R>,
-    ) -> StoreResult<R> {
-        let level = match self.isolation {
-            Isolation::ReadCommitted => IsolationLevel::ReadCommitted,
-            Isolation::Serializable => IsolationLevel::Serializable,
-        };
-        self.run(level, false, f)
-    }
-
-    /// Runs `f` in one consistent read-only snapshot.
-    pub(crate) fn snapshot<R>(
-        &self,
-        f: impl FnMut(&mut Transaction<'_>) -> TxResult<R>,
-    ) -> StoreResult<R> {
-        let level = match self.isolation {
-            Isolation::ReadCommitted => IsolationLevel::RepeatableRead,
-            Isolation::Serializable => IsolationLevel::Serializable,
-        };
-        self.run(level, true, f)
-    }
-
-    fn run<R>(
-        &self,
-        level: IsolationLevel,
-        read_only: bool,
-        mut f: impl FnMut(&mut Transaction<'_>) -> TxResult<R>,
-    ) -> StoreResult<R> {
-        let mut attempt = 1;
-        loop {
-            let mut conn = self.conn()?;
-            let out = (|| -> TxResult<R> {
-                let mut tx = conn
-                    .build_transaction()
-                    .isolation_level(level)
-                    .read_only(read_only)
-                    .start()?;
-                let r = f(&mut tx)?;
-                tx.commit()?;
-                Ok(r)
-            })();
-            match out {
-                Ok(r) => return Ok(r),
-                Err(TxError::Db(e)) if retryable(&e) && attempt < self.max_attempts => {
-                    log::debug!("transaction attempt {attempt} conflicted ({e}); retrying");
-                    backoff(attempt);
-                    attempt += 1;
-                }
-                Err(TxError::Db(e)) if retryable(&e) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "the transaction kept conflicting with others ({attempt} attempts): {e}"
-                    )))
-                }
-                Err(TxError::Db(e)) => return Err(map_pg(e)),
-                Err(TxError::Store(e)) => return Err(e),
-            }
-        }
-    }
-
-    /// Runs `f` on a pooled connection outside an explicit transaction (each
-    /// statement commits by itself), retrying it on 40001/40P01.
-    pub(crate) fn read<R>(&self, f: impl FnMut(&mut Client) -> TxResult<R>) -> StoreResult<R> {
-        with_client(&self.pool, &self.target, self.max_attempts, f)
-    }
-}
-
-pub(crate) fn pooled(pool: &Pool, target: &str) -> StoreResult<r2d2::PooledConnection<Manager>> {
-    pool.get().map_err(|e| {
-        StoreError::Unavailable(format!("no connection to PostgreSQL at {target}: {e}"))
-    })
-}
-
-/// Runs `f` on a pooled client, retrying it on 40001/40P01.
-pub(crate) fn with_client<R>(
-    pool: &Pool,
-    target: &str,
-    max_attempts: u32,
-    mut f: impl FnMut(&mut Client) -> TxResult<R>,
-) -> StoreResult<R> {
-    let mut attempt = 1;
-    loop {
-        let mut conn = pooled(pool, target)?;
-        match f(&mut conn) {
-            Ok(r) => return Ok(r),
-            Err(TxError::Db(e)) if retryable(&e) && attempt < max_attempts => {
-                backoff(attempt);
-                attempt += 1;
-            }
-            Err(TxError::Db(e)) => return Err(map_pg(e)),
-            Err(TxError::Store(e)) => return Err(e),
-        }
-    }
-}
-
-/// Why a transaction's closure stopped: the database (maybe retryable), or
-/// the store's own verdict.
-#[derive(Debug)]
-pub(crate) enum TxError {
-    Db(postgres::Error),
-    Store(StoreError),
-}
-
-impl From<postgres::Error> for TxError {
-    fn from(e: postgres::Error) -> Self {
-        TxError::Db(e)
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(e: StoreError) -> Self {
-        TxError::Store(e)
-    }
-}
-
-pub(crate) type TxResult<T> = Result<T, TxError>;
-
-/// Whether re-running the whole transaction may succeed.
-fn retryable(e: &postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-    )
-}
-
-/// Sleeps before attempt `attempt + 1`: exponential from 2 ms, capped at
-/// 250 ms, with jitter so colliding transactions spread out.
-fn backoff(attempt: u32) {
-    use std::hash::{BuildHasher, Hasher};
-    let base = 2u64.saturating_mul(1 << attempt.min(7)).min(250);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(attempt);
-    let jitter = h.finish() % (base + 1);
-    std::thread::sleep(Duration::from_millis(base / 2 + jitter));
-}
-
 /// Maps a PostgreSQL error to the store's error: the one place that knows
 /// SQLSTATEs. Connection, I/O, timeouts, cancellations, resource
 /// exhaustion and unresolved conflicts are `Unavailable`; integrity
@@ -506,6 +461,10 @@ pub fn map_pg(e: postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         let class = &code.code()[..2];
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+        {
+            return StoreError::Conflict(format!("{}: {}", code.code(), db.message()));
+        }
         return match class {
             // Integrity constraint violations: a bug or a bad argument.
             "23" => StoreError::Invalid(format!("{}: {}", code.code(), db.message())),

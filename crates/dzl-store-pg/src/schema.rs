@@ -3,16 +3,19 @@
 //! `dzl.schema_migrations`, so two replicas starting together migrate once:
 //! the second waits for the first's commit, then finds nothing to do.
 //!
-//! The tables mirror the SQLite schema (`dzl_store::sqlite`, including its
-//! migration 2: expired codes, previous tenant secrets, the purge indexes),
-//! with BIGINT millisecond timestamps, BYTEA for ciphertext and wrapped keys,
-//! and TEXT with CHECKs for states. The identity group lives in its own
+//! The tables mirror the SQLite schema (`dzl_store::sqlite`), with BIGINT
+//! millisecond timestamps, BYTEA for ciphertext and wrapped keys, and TEXT
+//! with CHECKs for states; where they differ (the audit trail's several
+//! chains, the usage counters' writer column, the subject index on
+//! `deposits`), [`crate::rows`] says why. The identity group lives in its own
 //! schema, `dzl_identity`. Migrations are append-only: a released one never
 //! changes, a change is a new one.
 
 use postgres::Client;
 
-use crate::TxResult;
+use dzl_store::{StoreError, StoreResult};
+
+use crate::map_pg;
 
 /// The advisory lock key of migrations (`"dzl-migr"` as an integer).
 const MIGRATION_LOCK: i64 = 0x647a_6c2d_6d69_6772;
@@ -245,6 +248,73 @@ pub const MIGRATIONS: &[Migration] = &[
         ALTER TABLE dzl.tenants ADD COLUMN cert_pin TEXT;
         "#,
     },
+    Migration {
+        version: 4,
+        name: "one audit chain per writer, one row per deposit's records",
+        sql: r#"
+        -- The audit trail becomes one hash chain per writer: entries are
+        -- keyed (chain, seq), every chain has its head row, and the single
+        -- head every writer locked is gone. The existing trail is chain 1.
+        ALTER TABLE dzl.audit ADD COLUMN chain BIGINT NOT NULL DEFAULT 1;
+        ALTER TABLE dzl.audit DROP CONSTRAINT audit_pkey;
+        ALTER TABLE dzl.audit ADD PRIMARY KEY (chain, seq);
+        ALTER TABLE dzl.audit ALTER COLUMN chain DROP DEFAULT;
+        CREATE TABLE dzl.audit_chains (
+            chain      BIGINT PRIMARY KEY CHECK (chain > 0),
+            seq        BIGINT NOT NULL,
+            hash       TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+        INSERT INTO dzl.audit_chains (chain, seq, hash, created_at)
+            SELECT 1, seq, hash, 0 FROM dzl.audit_head;
+        DROP TABLE dzl.audit_head;
+
+        -- Each writer counts calls in rows of its own.
+        ALTER TABLE dzl.usage ADD COLUMN chain BIGINT NOT NULL DEFAULT 1;
+        ALTER TABLE dzl.usage DROP CONSTRAINT usage_pkey;
+        ALTER TABLE dzl.usage ADD PRIMARY KEY (day, tenant_id, operation, outcome, chain);
+        ALTER TABLE dzl.usage ALTER COLUMN chain DROP DEFAULT;
+
+        -- A deposit's data key and its sealed non-identity groups share a row.
+        CREATE TABLE dzl.deposit_records (
+            deposit_id  TEXT PRIMARY KEY,
+            kek_version INTEGER NOT NULL,
+            wrapped_key BYTEA NOT NULL,
+            device      BYTEA,
+            risk        BYTEA
+        );
+        INSERT INTO dzl.deposit_records (deposit_id, kek_version, wrapped_key, device, risk)
+            SELECT k.deposit_id, k.kek_version, k.wrapped,
+                (SELECT envelope FROM dzl.records r WHERE r.deposit_id = k.deposit_id AND r.grp = 'device'),
+                (SELECT envelope FROM dzl.records r WHERE r.deposit_id = k.deposit_id AND r.grp = 'risk')
+            FROM dzl.data_keys k;
+        CREATE INDEX deposit_records_version ON dzl.deposit_records (kek_version, deposit_id);
+        DROP TABLE dzl.data_keys;
+        DROP TABLE dzl.records;
+
+        -- A code names its redemption; a deposit's redemptions are found
+        -- through its codes, so no index is kept in redemption order.
+        ALTER TABLE dzl.codes ADD COLUMN redemption_id TEXT;
+        UPDATE dzl.codes c SET redemption_id = r.id
+            FROM dzl.redemptions r WHERE r.code_row = c.row;
+        DROP INDEX dzl.redemptions_deposit;
+        ALTER TABLE dzl.redemptions DROP CONSTRAINT redemptions_code_row_key;
+
+        -- Token buckets are taken from a batch of requests at a time.
+        ALTER TABLE dzl.rate_buckets
+            ADD COLUMN rate DOUBLE PRECISION NOT NULL DEFAULT 1,
+            ADD COLUMN wanted INTEGER NOT NULL DEFAULT 0,
+            ADD COLUMN taken INTEGER NOT NULL DEFAULT 0;
+
+        -- Nonces of requests signed ahead of a server's clock.
+        CREATE TABLE dzl.nonces_ahead (
+            key_id TEXT NOT NULL,
+            nonce  TEXT NOT NULL,
+            until  BIGINT NOT NULL,
+            PRIMARY KEY (key_id, nonce)
+        );
+        "#,
+    },
 ];
 
 /// The schema version this build brings a database to.
@@ -254,7 +324,25 @@ pub fn current_version() -> i32 {
 
 /// Brings the schema up to date: one transaction, under an advisory lock,
 /// applying each missing migration and recording it.
-pub(crate) fn migrate(client: &mut Client) -> TxResult<()> {
+pub(crate) fn migrate(client: &mut Client) -> StoreResult<()> {
+    migrate_in(client).map_err(|e| match e {
+        Migrating::Db(e) => map_pg(e),
+        Migrating::Newer(e) => e,
+    })
+}
+
+enum Migrating {
+    Db(postgres::Error),
+    Newer(StoreError),
+}
+
+impl From<postgres::Error> for Migrating {
+    fn from(e: postgres::Error) -> Self {
+        Migrating::Db(e)
+    }
+}
+
+fn migrate_in(client: &mut Client) -> Result<(), Migrating> {
     let mut tx = client.transaction()?;
     // Migrations take longer than requests may.
     tx.batch_execute("SET LOCAL statement_timeout = 0")?;
@@ -287,11 +375,10 @@ pub(crate) fn migrate(client: &mut Client) -> TxResult<()> {
         .collect::<Result<_, _>>()?;
     if let Some(newest) = applied.last() {
         if *newest > current_version() {
-            return Err(dzl_store::StoreError::Invalid(format!(
+            return Err(Migrating::Newer(StoreError::Invalid(format!(
                 "the database schema is version {newest}, newer than this build's {}: upgrade dzl-vault",
                 current_version()
-            ))
-            .into());
+            ))));
         }
     }
     for m in MIGRATIONS {

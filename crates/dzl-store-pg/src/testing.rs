@@ -5,7 +5,7 @@
 //! ```no_run
 //! # fn main() -> dzl_store::StoreResult<()> {
 //! let db = dzl_store_pg::testing::fresh_database("postgres://dzl:dzl@127.0.0.1:5432/dzl_test")?;
-//! let store = dzl_store_pg::PgStore::connect(db.url(), Default::default())?;
+//! let store = dzl_store_pg::connect(db.url(), Default::default())?;
 //! # Ok(()) }
 //! ```
 

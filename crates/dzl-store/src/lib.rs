@@ -1,47 +1,70 @@
-//! Storage for dzl-vault: the [`Store`] trait every backend implements, the
-//! SQLite backend (the embedded default), and [`admin`], the vault
-//! administration (init, tenants, the key lifecycle: rotate, rewrap,
-//! retire, root rekey) that the CLI, the demo and the tests share.
+//! Storage for dzl-vault: the [`Store`] every part of the vault talks to,
+//! the operations behind it written once ([`ops`]) over a narrow
+//! transaction interface ([`tx::Tx`]), the one batching write path
+//! ([`writer`]), the embedded SQLite backend ([`sqlite`]), and [`admin`],
+//! the vault administration (init, tenants, the key lifecycle) that the
+//! CLI, the demo and the tests share. The PostgreSQL backend
+//! (`dzl-store-pg`) implements the same interface.
 //!
 //! Architecture invariants:
-//! * One method of [`Store`] is one transaction: everything a request changes
-//!   — rows, codes, its audit entry, its usage counter — commits together or
-//!   not at all. Refusals that must be recorded (a failed redemption) commit
-//!   their audit entry and come back as [`StoreError::Refused`].
+//! * Each operation's rules exist once, in [`ops`] and [`rules`]; a
+//!   backend holds only its SQL text, its locking, its connections and
+//!   its files. Both backends pass one conformance suite
+//!   ([`conformance`]).
+//! * One call of [`Store`] is one transaction: everything a request
+//!   changes — rows, codes, its audit entry, its usage counter — commits
+//!   together or not at all. Refusals that must be recorded (a failed
+//!   redemption, a probe of another tenant's id) commit their audit entry
+//!   and come back as [`StoreError::Refused`] or [`StoreError::Throttled`].
+//! * Every write goes through the store's writer ([`writer`]): jobs
+//!   arriving while a commit is in flight share the next transaction, and
+//!   each is answered only once that transaction is durable.
+//! * The audit trail is one hash chain per writer; no row is written by
+//!   every writer, so replicas over PostgreSQL never wait for each other
+//!   but on the rows a request really shares.
 //! * The store sees only ciphertext, wrapped keys and hashes; the one place
 //!   that touches plaintext key material is [`admin`], on the operator side.
-//! * Every method blocks; callers on an async runtime run them on a blocking
-//!   thread. The SQLite backend never runs a statement on the caller's thread
-//!   for writes: one writer thread owns the write connection and commits
-//!   queued jobs together (group commit).
-//! * Decisions (may this code be redeemed? when does it expire? may this key
-//!   version be retired? what does a purge remove?) are the pure functions
-//!   of [`rules`], so every backend decides alike.
-//! * Every operator action that changes the store appends its audit entry in
-//!   the same transaction; changes a running server must see (tenants, keys,
-//!   secrets) bump the generation in that transaction too.
+//! * Reads block; callers on an async runtime run them on a blocking
+//!   thread. Writes can be submitted from any thread without blocking it.
 //! * Long operator work (rewrap, purge) is cut into bounded transactions by
 //!   the caller, so a running server's writes never wait long.
 
 pub mod admin;
+pub mod conformance;
 pub mod model;
+pub mod ops;
 pub mod rules;
 pub mod sqlite;
+pub mod tx;
+pub mod writer;
 
 pub use model::*;
 pub use sqlite::SqliteStore;
+pub use tx::{ChainId, ChainRow, ROOT_CHAIN};
 
 use chrono::{DateTime, Utc};
+use dzl_types::rules::Violation;
 use dzl_types::wire::{CodeStatus, Outcome, OutcomeRequest, SubjectAccessResponse};
-use dzl_types::{CodeId, DepositId, ErrorCode, Purpose, RedemptionId, TenantId};
+use dzl_types::{CodeId, DepositId, ErrorCode, RedemptionId, TenantId};
+
+use crate::tx::Tx;
+use crate::writer::{Txn, Writer};
 
 /// What can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The request is refused for a reason the caller may learn; anything that
     /// had to be recorded about it (audit, usage) has been committed.
     #[error("refused: {0}")]
     Refused(ErrorCode),
+    /// The request is refused for now: retry after this many seconds. Its
+    /// audit entry and count have been committed.
+    #[error("throttled for {0} s")]
+    Throttled(u64),
+    /// The request breaks a rule of what a deposit or grant may be
+    /// (`dzl_types::rules`); nothing was stored.
+    #[error("refused: {0}")]
+    Rule(Violation),
     /// The platform already made a deposit under this `external_ref`
     /// (erased or voided ones included): `duplicate_external_ref`, naming
     /// that deposit. Only the platform that made it is told, so that after
@@ -49,6 +72,10 @@ pub enum StoreError {
     /// Nothing was stored.
     #[error("refused: duplicate_external_ref")]
     DuplicateExternalRef(DepositId),
+    /// The transaction conflicted with another writer's (a serialization
+    /// failure or deadlock); the writer runs it again.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The store cannot be used right now (I/O error, disk full, locked).
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -67,21 +94,22 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// called exactly once, on whichever thread finished the call.
 pub type Reply<T> = Box<dyn FnOnce(StoreResult<T>) + Send>;
 
-/// The vault's storage. Implemented by [`SqliteStore`]; a PostgreSQL backend
-/// implements the same trait and passes the same tests.
+/// The vault's storage: every operation of [`ops`] over one backend.
+/// Implemented once, by [`Vault`].
 pub trait Store: Send + Sync + 'static {
     // ---- requests of HTTP API v1 (each one transaction) ----
 
     /// Stores a deposit with its sealed groups and its first codes.
     fn create_deposit(&self, deposit: NewDeposit) -> StoreResult<Vec<CreatedCode>>;
-    /// Issues one more code on a deposit the platform owns, for a funder
-    /// entitled to `funder_purposes` (checked against the deposit's purpose).
+    /// [`Store::create_deposit`], queued: `reply` gets the result. Never
+    /// blocks, so an async worker may call it and await the reply.
+    fn submit_deposit(&self, deposit: NewDeposit, reply: Reply<Vec<CreatedCode>>);
+    /// Issues one more code on a deposit the platform owns.
     fn issue_code(
         &self,
         call: &Call,
         deposit: &DepositId,
         code: NewCode,
-        funder_purposes: &[Purpose],
     ) -> StoreResult<CreatedCode>;
     /// A code's status, for the platform that owns it.
     fn code_status(&self, call: &Call, code: &CodeId) -> StoreResult<CodeStatus>;
@@ -91,6 +119,8 @@ pub trait Store: Send + Sync + 'static {
     fn erase_deposit(&self, call: &Call, deposit: &DepositId) -> StoreResult<()>;
     /// Redeems a code exactly once; every attempt is audited.
     fn redeem(&self, call: &Call, attempt: RedeemAttempt) -> StoreResult<Redeemed>;
+    /// [`Store::redeem`], queued: `reply` gets the result. Never blocks.
+    fn submit_redeem(&self, call: Call, attempt: RedeemAttempt, reply: Reply<Redeemed>);
     /// Records a funder's decision on its redemption.
     fn report_outcome(
         &self,
@@ -107,25 +137,13 @@ pub trait Store: Send + Sync + 'static {
     /// Records a refused call that still must be audited (e.g. a throttled redemption).
     fn record_refusal(&self, call: &Call, refusal: ErrorCode) -> StoreResult<()>;
 
-    // ---- the hot requests, submitted ----
+    // ---- guards that survive restarts ----
 
-    /// Whether [`Store::submit_deposit`] and [`Store::submit_redeem`] only
-    /// queue their work for threads of the store's own and return at once:
-    /// they neither block nor touch a database on the calling thread, so an
-    /// async worker may call them and await the reply without lending a
-    /// thread to the wait. When false (the default), they run the call on
-    /// the calling thread, which must then be one that may block.
-    fn submits_without_waiting(&self) -> bool {
-        false
-    }
-    /// [`Store::create_deposit`], its result handed to `reply`.
-    fn submit_deposit(&self, deposit: NewDeposit, reply: Reply<Vec<CreatedCode>>) {
-        reply(self.create_deposit(deposit))
-    }
-    /// [`Store::redeem`], its result handed to `reply`.
-    fn submit_redeem(&self, call: Call, attempt: RedeemAttempt, reply: Reply<Redeemed>) {
-        reply(self.redeem(&call, attempt))
-    }
+    /// Records a nonce accepted until `until` (unix seconds); false if it
+    /// was recorded already. Durable when it returns.
+    fn remember_nonce(&self, key_id: &str, nonce: &str, until: i64, now: i64) -> StoreResult<bool>;
+    /// The nonces recorded until after `now`.
+    fn live_nonces(&self, now: i64) -> StoreResult<Vec<(String, String, i64)>>;
 
     // ---- tenants ----
 
@@ -195,9 +213,8 @@ pub trait Store: Send + Sync + 'static {
     /// still wrapped by `from_version` (an erased deposit or a concurrent
     /// rewrap is skipped, not an error). One transaction. Refused
     /// (`Invalid`) unless `target_version` is a non-retired version.
-    /// Returns how many rows changed. Not audited per call, so a batch of
-    /// one kind commits to one database file: the caller records the run
-    /// ([`Store::record_action`] before the first batch,
+    /// Returns how many rows changed. Not audited per call: the caller
+    /// records the run ([`Store::record_action`] before the first batch,
     /// [`Store::rewrap_secrets`] after the last).
     fn rewrap_data_keys(
         &self,
@@ -237,16 +254,46 @@ pub trait Store: Send + Sync + 'static {
     /// A number that changes whenever tenants or keys change, so a running
     /// server knows to reload them.
     fn generation(&self) -> StoreResult<i64>;
-    /// Walks the audit chain; the outer error is the store's, the inner the chain's.
+    /// Verifies every audit chain, on its own and together; the outer error
+    /// is the store's, the inner the trail's. `progress` gets the count of
+    /// entries verified so far.
     fn verify_audit(
         &self,
         progress: &mut dyn FnMut(i64),
-    ) -> StoreResult<Result<u64, dzl_audit::ChainError>>;
-    /// The seq of the last audit entry as the chain head records it.
-    fn audit_head_seq(&self) -> StoreResult<i64>;
-    /// Audit entries with `seq > after`, at most `limit`, in order.
-    fn audit_entries(&self, after: i64, limit: usize) -> StoreResult<Vec<dzl_audit::AuditEntry>>;
-    /// Audit entries matching `query`, in seq order.
+    ) -> StoreResult<Result<u64, dzl_audit::TrailError>>;
+    /// Every audit chain with its recorded head.
+    fn audit_chains(&self) -> StoreResult<Vec<ChainRow>>;
+    /// The number of audit entries, as the chains' heads record them.
+    fn audit_head_seq(&self) -> StoreResult<i64> {
+        Ok(self.audit_chains()?.iter().map(|c| c.head.seq).sum())
+    }
+    /// Entries of `chain` with `seq > after`, at most `limit`, in order.
+    fn audit_entries(
+        &self,
+        chain: ChainId,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<dzl_audit::AuditEntry>>;
+    /// Every entry appended after `marks` (heads taken earlier with
+    /// [`Store::audit_chains`]; a chain not among them from its start),
+    /// chain by chain, each in order.
+    fn audit_after(&self, marks: &[ChainRow]) -> StoreResult<Vec<dzl_audit::AuditEntry>> {
+        let mut out = Vec::new();
+        for chain in self.audit_chains()? {
+            let mut after = marks
+                .iter()
+                .find(|m| m.chain == chain.chain)
+                .map_or(0, |m| m.head.seq);
+            loop {
+                let page = self.audit_entries(chain.chain, after, 10_000)?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                out.extend(page);
+            }
+        }
+        Ok(out)
+    }
+    /// Audit entries matching `query`, in chain then seq order.
     fn audit_query(&self, query: &AuditQuery) -> StoreResult<Vec<dzl_audit::AuditEntry>>;
     /// Appends one audit entry for an operator action that changes no other
     /// row (an export, a verification), with `result` and a fixed `detail`.
@@ -260,15 +307,10 @@ pub trait Store: Send + Sync + 'static {
     }
     /// What [`Store::purge`] would do under `plan` if run to completion. Read-only.
     fn purge_preview(&self, plan: &PurgePlan) -> StoreResult<PurgeCounts>;
-    /// One step of a purge under `plan`: stores up to `limit` issued codes
-    /// past their deadline as expired ([`rules::code_expirable`]), then
-    /// crypto-shreds up to `limit` deposits past retention
-    /// ([`rules::deposit_past_retention`]) as `erase_deposit` does, revoking
-    /// their outstanding codes. One transaction; audited (`deposit.purge`
-    /// per deposit, `vault.purge` for the step). Call until it returns
-    /// counts below `limit`.
+    /// One step of a purge under `plan` ([`ops::purge::step`]). One
+    /// transaction; audited. Call until it returns counts below `limit`.
     fn purge(&self, call: &Call, plan: &PurgePlan, limit: usize) -> StoreResult<PurgeCounts>;
-    /// Whether the store answers (for readiness).
+    /// Whether the store answers, reading and writing (for readiness).
     fn ping(&self) -> StoreResult<()>;
 }
 
@@ -282,5 +324,360 @@ pub fn expect_kind(tenants: &[TenantRow], tenant: &TenantId, kind: TenantKind) -
             kind.as_str()
         ))),
         None => Err(StoreError::Invalid(format!("no tenant {tenant}"))),
+    }
+}
+
+/// A backend's read side and lifetime; its write side is the
+/// [`writer::WriteConn`] it gives the store's writer.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs `f` on a read connection; each statement sees what is
+    /// committed when it runs.
+    fn read<R>(&self, f: impl FnOnce(&mut dyn Tx) -> StoreResult<R>) -> StoreResult<R>;
+    /// Runs `f` in one consistent read-only snapshot.
+    fn snapshot<R>(&self, f: impl FnOnce(&mut dyn Tx) -> StoreResult<R>) -> StoreResult<R>;
+    /// [`Backend::snapshot`] for a read that may take long, on a
+    /// connection that the short reads do not wait for.
+    fn snapshot_apart<R>(&self, f: impl FnOnce(&mut dyn Tx) -> StoreResult<R>) -> StoreResult<R> {
+        self.snapshot(f)
+    }
+    /// Stops background work; called after the writer has stopped.
+    fn close(&self) {}
+}
+
+/// The store over backend `B`: its reads, and its writer.
+pub struct Vault<B: Backend> {
+    backend: B,
+    writer: Writer,
+}
+
+impl<B: Backend> std::fmt::Debug for Vault<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").finish_non_exhaustive()
+    }
+}
+
+/// A committed refusal (`Ok(Err(code))`) as the caller's error.
+fn refused<T>(r: StoreResult<Result<T, ErrorCode>>) -> StoreResult<T> {
+    r.and_then(|r| r.map_err(StoreError::Refused))
+}
+
+impl<B: Backend> Vault<B> {
+    /// A store over `backend`, its writes run by `writer`.
+    pub fn new(backend: B, writer: Writer) -> Self {
+        Vault { backend, writer }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The writer, to queue a job of one's own ([`Writer::submit`]).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Runs `f` in the writer's next transaction and waits until it is
+    /// durable.
+    pub fn write<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Txn<'_>) -> StoreResult<R> + Send + 'static,
+    ) -> StoreResult<R> {
+        self.writer.write(f)
+    }
+
+    /// Stops the writer after the queued jobs, then the backend; later
+    /// calls fail.
+    pub fn close(&self) {
+        self.writer.close();
+        self.backend.close();
+    }
+}
+
+impl<B: Backend> Drop for Vault<B> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl<B: Backend> Store for Vault<B> {
+    fn create_deposit(&self, d: NewDeposit) -> StoreResult<Vec<CreatedCode>> {
+        writer::wait_for(|reply| self.submit_deposit(d, reply))
+    }
+
+    fn submit_deposit(&self, d: NewDeposit, reply: Reply<Vec<CreatedCode>>) {
+        self.writer
+            .submit(move |txn| ops::deposit::create(txn, &d), reply)
+    }
+
+    fn issue_code(
+        &self,
+        call: &Call,
+        deposit: &DepositId,
+        code: NewCode,
+    ) -> StoreResult<CreatedCode> {
+        let (call, deposit) = (call.clone(), deposit.clone());
+        refused(self.write(move |txn| ops::deposit::issue_code(txn, &call, &deposit, &code)))
+    }
+
+    fn code_status(&self, call: &Call, code: &CodeId) -> StoreResult<CodeStatus> {
+        let (call, code) = (call.clone(), code.clone());
+        refused(self.write(move |txn| ops::codes::status(txn, &call, &code)))
+    }
+
+    fn revoke_code(&self, call: &Call, code: &CodeId) -> StoreResult<CodeStatus> {
+        let (call, code) = (call.clone(), code.clone());
+        refused(self.write(move |txn| ops::codes::revoke(txn, &call, &code)))
+    }
+
+    fn erase_deposit(&self, call: &Call, deposit: &DepositId) -> StoreResult<()> {
+        let (call, deposit) = (call.clone(), deposit.clone());
+        refused(self.write(move |txn| ops::codes::erase(txn, &call, &deposit)))
+    }
+
+    fn redeem(&self, call: &Call, attempt: RedeemAttempt) -> StoreResult<Redeemed> {
+        writer::wait_for(|reply| self.submit_redeem(call.clone(), attempt, reply))
+    }
+
+    fn submit_redeem(&self, call: Call, attempt: RedeemAttempt, reply: Reply<Redeemed>) {
+        self.writer.submit(
+            move |txn| ops::redeem::redeem(txn, &call, &attempt),
+            Box::new(move |out: StoreResult<Result<Redeemed, StoreError>>| {
+                reply(out.and_then(|r| r))
+            }),
+        )
+    }
+
+    fn report_outcome(
+        &self,
+        call: &Call,
+        redemption: &RedemptionId,
+        outcome: &OutcomeRequest,
+    ) -> StoreResult<Outcome> {
+        let (call, redemption, outcome) = (call.clone(), redemption.clone(), outcome.clone());
+        refused(
+            self.write(move |txn| ops::redeem::report_outcome(txn, &call, &redemption, &outcome)),
+        )
+    }
+
+    fn subject_access(
+        &self,
+        call: &Call,
+        subject_index: &str,
+    ) -> StoreResult<SubjectAccessResponse> {
+        // Read from a snapshot of its own, off the writer: finding a
+        // subject probes every run of the subject index. The report is
+        // released only once its audit entry commits.
+        let report = self
+            .backend
+            .snapshot_apart(|tx| ops::subject::report(tx, subject_index))?;
+        let detail = format!(
+            "{} deposits, {} redemptions reported",
+            report.deposits.len(),
+            report.redemptions.len()
+        );
+        let call = call.clone();
+        self.write(move |txn| {
+            txn.audit(ops::action(&call, "ok", detail.clone()))?;
+            txn.meter(&call, "ok");
+            Ok(())
+        })?;
+        Ok(report)
+    }
+
+    fn record_refusal(&self, call: &Call, refusal: ErrorCode) -> StoreResult<()> {
+        let call = call.clone();
+        self.write(move |txn| ops::record_refusal(txn, &call, refusal.as_str()))
+    }
+
+    fn remember_nonce(&self, key_id: &str, nonce: &str, until: i64, now: i64) -> StoreResult<bool> {
+        let (key_id, nonce) = (key_id.to_owned(), nonce.to_owned());
+        self.write(move |txn| ops::guards::remember_nonce(txn, &key_id, &nonce, until, now))
+    }
+
+    fn live_nonces(&self, now: i64) -> StoreResult<Vec<(String, String, i64)>> {
+        self.backend.read(|tx| tx.live_nonces(now))
+    }
+
+    fn tenants(&self) -> StoreResult<Vec<TenantRow>> {
+        self.backend.read(|tx| tx.tenants())
+    }
+
+    fn add_tenant(&self, actor: &str, tenant: TenantRow) -> StoreResult<()> {
+        let actor = actor.to_owned();
+        self.write(move |txn| ops::tenants::add(txn, &actor, &tenant))
+    }
+
+    fn set_tenant_state(
+        &self,
+        actor: &str,
+        tenant: &TenantId,
+        state: TenantState,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        let (actor, tenant, reason) = (actor.to_owned(), tenant.clone(), reason.to_owned());
+        let now = Utc::now();
+        self.write(move |txn| ops::tenants::set_state(txn, &actor, &tenant, state, &reason, now))
+    }
+
+    fn set_tenant_cert_pin(
+        &self,
+        actor: &str,
+        tenant: &TenantId,
+        pin: Option<CertPin>,
+    ) -> StoreResult<bool> {
+        let (actor, tenant) = (actor.to_owned(), tenant.clone());
+        let now = Utc::now();
+        self.write(move |txn| ops::tenants::set_pin(txn, &actor, &tenant, pin.as_ref(), now))
+    }
+
+    fn rotate_tenant_secret(
+        &self,
+        call: &Call,
+        tenant: &TenantId,
+        secret: Sealed,
+        previous_valid_until: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (call, tenant) = (call.clone(), tenant.clone());
+        self.write(move |txn| {
+            ops::tenants::rotate_secret(txn, &call, &tenant, &secret, previous_valid_until)
+        })
+    }
+
+    fn keks(&self) -> StoreResult<Vec<KekRow>> {
+        self.backend.snapshot(|tx| tx.keks())
+    }
+
+    fn kek_versions(&self) -> StoreResult<Vec<KekVersion>> {
+        self.backend.read(|tx| tx.kek_versions())
+    }
+
+    fn rotate_kek(&self, actor: &str, version: u32, wrapped: Vec<u8>) -> StoreResult<()> {
+        let actor = actor.to_owned();
+        let now = Utc::now();
+        self.write(move |txn| ops::keys::rotate(txn, &actor, version, &wrapped, now))
+    }
+
+    fn sealed_secret(&self, name: &str) -> StoreResult<Option<SealedSecret>> {
+        self.backend.read(|tx| tx.sealed_secret(name))
+    }
+
+    fn sealed_secrets(&self) -> StoreResult<Vec<SealedSecret>> {
+        let mut all = self.backend.read(|tx| tx.sealed_secrets(""))?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    fn receipt_keys(&self) -> StoreResult<Vec<SealedSecret>> {
+        self.backend
+            .read(|tx| tx.sealed_secrets(admin::RECEIPT_PREFIX))
+    }
+
+    fn initialise(&self, actor: &str, init: InitMaterial) -> StoreResult<()> {
+        let actor = actor.to_owned();
+        let now = Utc::now();
+        self.write(move |txn| ops::keys::initialise(txn, &actor, &init, now))
+    }
+
+    fn is_initialised(&self) -> StoreResult<bool> {
+        Ok(self.backend.read(|tx| tx.max_kek_version())? > 0)
+    }
+
+    fn data_keys_on(
+        &self,
+        kind: DataKeyKind,
+        version: u32,
+        after: Option<&DepositId>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredDataKey>> {
+        self.backend
+            .read(|tx| tx.data_keys_on(kind, version, after, limit))
+    }
+
+    fn rewrap_data_keys(
+        &self,
+        target_version: u32,
+        keys: Vec<RewrappedDataKey>,
+    ) -> StoreResult<u64> {
+        self.write(move |txn| ops::keys::rewrap_data_keys(txn, target_version, &keys))
+    }
+
+    fn rewrap_secrets(
+        &self,
+        call: &Call,
+        target_version: u32,
+        secrets: Vec<RewrappedSecret>,
+        detail: &str,
+    ) -> StoreResult<u64> {
+        let (call, detail) = (call.clone(), detail.to_owned());
+        self.write(move |txn| {
+            ops::keys::rewrap_secrets(txn, &call, target_version, &secrets, &detail)
+        })
+    }
+
+    fn retire_kek(
+        &self,
+        call: &Call,
+        version: u32,
+    ) -> StoreResult<Result<bool, rules::RetireRefusal>> {
+        let call = call.clone();
+        self.write(move |txn| ops::keys::retire(txn, &call, version))
+    }
+
+    fn rekey_root(&self, call: &Call, keks: Vec<RekeyedKek>, detail: &str) -> StoreResult<()> {
+        let (call, detail) = (call.clone(), detail.to_owned());
+        self.write(move |txn| ops::keys::rekey_root(txn, &call, &keks, &detail))
+    }
+
+    fn generation(&self) -> StoreResult<i64> {
+        self.backend.read(|tx| tx.generation())
+    }
+
+    fn verify_audit(
+        &self,
+        progress: &mut dyn FnMut(i64),
+    ) -> StoreResult<Result<u64, dzl_audit::TrailError>> {
+        self.backend.snapshot(|tx| ops::audit::verify(tx, progress))
+    }
+
+    fn audit_chains(&self) -> StoreResult<Vec<ChainRow>> {
+        self.backend.snapshot(|tx| tx.chains())
+    }
+
+    fn audit_entries(
+        &self,
+        chain: ChainId,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<dzl_audit::AuditEntry>> {
+        self.backend
+            .read(|tx| tx.audit_entries(chain, after, limit))
+    }
+
+    fn audit_query(&self, query: &AuditQuery) -> StoreResult<Vec<dzl_audit::AuditEntry>> {
+        self.backend.read(|tx| tx.audit_query(query))
+    }
+
+    fn record_action(&self, call: &Call, result: &str, detail: &str) -> StoreResult<()> {
+        let (call, result, detail) = (call.clone(), result.to_owned(), detail.to_owned());
+        self.write(move |txn| ops::record_action(txn, &call, &result, &detail))
+    }
+
+    fn usage_query(&self, query: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        self.backend.read(|tx| tx.usage_query(query))
+    }
+
+    fn purge_preview(&self, plan: &PurgePlan) -> StoreResult<PurgeCounts> {
+        self.backend.snapshot(|tx| tx.purge_counts(plan))
+    }
+
+    fn purge(&self, call: &Call, plan: &PurgePlan, limit: usize) -> StoreResult<PurgeCounts> {
+        let (call, plan) = (call.clone(), *plan);
+        self.write(move |txn| ops::purge::step(txn, &call, &plan, limit))
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        self.backend.read(|tx| tx.ping())?;
+        self.write(|txn| txn.read().ping())
     }
 }

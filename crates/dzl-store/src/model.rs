@@ -354,9 +354,11 @@ pub struct PurgeCounts {
     pub codes_revoked: u64,
 }
 
-/// Which audit entries to read.
-#[derive(Debug, Clone, Default)]
+/// Which audit entries to read: some of one chain's.
+#[derive(Debug, Clone)]
 pub struct AuditQuery {
+    /// The chain.
+    pub chain: crate::ChainId,
     /// Only entries with `seq` greater than this (paging).
     pub after_seq: i64,
     /// Only entries at or after this time.
@@ -365,6 +367,18 @@ pub struct AuditQuery {
     pub until: Option<DateTime<Utc>>,
     /// At most this many.
     pub limit: usize,
+}
+
+impl Default for AuditQuery {
+    fn default() -> Self {
+        AuditQuery {
+            chain: crate::ROOT_CHAIN,
+            after_seq: 0,
+            since: None,
+            until: None,
+            limit: 0,
+        }
+    }
 }
 
 /// Which usage counters to read.
@@ -403,12 +417,13 @@ pub struct NewCode {
     /// Its public id.
     pub code_id: CodeId,
     /// Hash of its secret.
-    pub secret_hash: [u8; 32],
+    pub secret_hash: Vec<u8>,
     /// The funder it is for.
     pub funder_id: TenantId,
     /// The groups it releases.
     pub scopes: ScopeSet,
-    /// Its lifetime; capped at the consent's end.
+    /// Its lifetime in seconds, already within bounds
+    /// (`dzl_types::rules::resolve_ttl`); capped at the consent's end.
     pub ttl_seconds: u32,
 }
 
@@ -442,6 +457,8 @@ pub struct NewDeposit {
     pub purpose: Purpose,
     /// The consent as JSON (no personal data).
     pub consent_json: String,
+    /// The groups consented to.
+    pub consent_scopes: ScopeSet,
     /// When the consent ends.
     pub consent_expires: DateTime<Utc>,
     /// Groups deposited.
@@ -470,6 +487,8 @@ pub struct RedeemAttempt {
     pub purpose: Purpose,
     /// The id the redemption gets if it succeeds.
     pub redemption_id: RedemptionId,
+    /// How many unknown codes the funder may try.
+    pub limits: crate::rules::GuessLimits,
 }
 
 /// What a successful redemption releases: ciphertext only; the caller opens it.

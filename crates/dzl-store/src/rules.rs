@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use dzl_types::wire::CodeState;
-use dzl_types::{ErrorCode, Purpose, ScopeSet};
+use dzl_types::{ErrorCode, Purpose};
 
 use crate::{KekState, KeyUsage, PurgePlan};
 
@@ -82,27 +82,7 @@ pub fn redeem_decision(
     }
 }
 
-/// A code's deadline: `now + ttl`, never past the consent's end.
-pub fn code_deadline(
-    now: DateTime<Utc>,
-    ttl_seconds: u32,
-    consent_expires: DateTime<Utc>,
-) -> DateTime<Utc> {
-    (now + Duration::seconds(i64::from(ttl_seconds))).min(consent_expires)
-}
-
-/// Whether a grant of `scopes` fits the consent and the deposited groups.
-pub fn check_grant(
-    scopes: ScopeSet,
-    consented: ScopeSet,
-    deposited: ScopeSet,
-) -> Result<(), ErrorCode> {
-    if scopes.is_subset_of(consented) && scopes.is_subset_of(deposited) {
-        Ok(())
-    } else {
-        Err(ErrorCode::GrantExceedsConsent)
-    }
-}
+pub use dzl_types::rules::code_deadline;
 
 /// Whether `purge` at `now` stores a code as expired: an issued code whose
 /// deadline has come — exactly the codes [`effective_state`] already shows
@@ -180,6 +160,68 @@ pub fn retire_decision(
     }
 }
 
+/// How many redemptions of unknown codes a funder may make: in a minute
+/// before it is throttled (429 until the minute ends), and in an hour
+/// before it is suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuessLimits {
+    /// In a minute.
+    pub per_minute: u32,
+    /// In an hour.
+    pub per_hour: u32,
+}
+
+impl Default for GuessLimits {
+    fn default() -> Self {
+        GuessLimits {
+            per_minute: 50,
+            per_hour: 500,
+        }
+    }
+}
+
+/// Whether a funder with `window` is throttled for guessing at `now` (unix
+/// seconds): `Some(seconds)` until the current minute's window ends, once
+/// it holds `per_minute` failures.
+pub fn guessing_throttle(
+    window: Option<&crate::tx::FailureWindow>,
+    now: i64,
+    limits: GuessLimits,
+) -> Option<u64> {
+    match window {
+        Some(w) if now - w.minute_start < 60 && w.minute_count >= limits.per_minute => {
+            Some((60 - (now - w.minute_start)).max(1) as u64)
+        }
+        _ => None,
+    }
+}
+
+/// The windows after one more redemption of an unknown code at `now`, and
+/// whether it reaches the hourly threshold: then the funder is suspended
+/// and its windows start afresh.
+pub fn count_guess(
+    window: Option<&crate::tx::FailureWindow>,
+    now: i64,
+    limits: GuessLimits,
+) -> (crate::tx::FailureWindow, bool) {
+    let mut w = window.copied().unwrap_or_default();
+    if now - w.minute_start >= 60 {
+        w.minute_start = now;
+        w.minute_count = 0;
+    }
+    if now - w.hour_start >= 3600 {
+        w.hour_start = now;
+        w.hour_count = 0;
+    }
+    w.minute_count += 1;
+    w.hour_count += 1;
+    if w.hour_count >= limits.per_hour {
+        (crate::tx::FailureWindow::default(), true)
+    } else {
+        (w, false)
+    }
+}
+
 /// Whether a tenant's previous secret still authenticates requests at `now`.
 pub fn previous_secret_valid(valid_until: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     now < valid_until
@@ -244,7 +286,6 @@ pub fn cert_pin_audit(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use dzl_types::Group;
 
     #[test]
     fn redemption_order_of_refusals() {
@@ -289,13 +330,35 @@ mod tests {
     }
 
     #[test]
-    fn grants_stay_within_consent_and_deposit() {
-        let a = ScopeSet::single(Group::Applicant);
-        let ar = a.with(Group::Risk);
-        let all = ar.with(Group::Device);
-        assert_eq!(check_grant(ar, all, all), Ok(()));
-        assert_eq!(check_grant(ar, a, all), Err(ErrorCode::GrantExceedsConsent));
-        assert_eq!(check_grant(ar, all, a), Err(ErrorCode::GrantExceedsConsent));
+    fn guessing_throttles_for_the_rest_of_the_minute_then_suspends_in_the_hour() {
+        let limits = GuessLimits {
+            per_minute: 3,
+            per_hour: 5,
+        };
+        let mut w = None;
+        for _ in 0..3 {
+            let (next, suspend) = count_guess(w.as_ref(), 100, limits);
+            assert!(!suspend);
+            w = Some(next);
+        }
+        assert_eq!(guessing_throttle(w.as_ref(), 110, limits), Some(50));
+        assert_eq!(
+            guessing_throttle(w.as_ref(), 160, limits),
+            None,
+            "a new minute"
+        );
+        let (next, suspend) = count_guess(w.as_ref(), 161, limits);
+        assert!(!suspend);
+        assert_eq!((next.minute_count, next.hour_count), (1, 4));
+        let (next, suspend) = count_guess(Some(&next), 162, limits);
+        assert!(suspend, "the fifth in the hour");
+        assert_eq!(
+            next,
+            crate::tx::FailureWindow::default(),
+            "afresh once resumed"
+        );
+        let (next, _) = count_guess(w.as_ref(), 100 + 3600, limits);
+        assert_eq!((next.minute_count, next.hour_count), (1, 1), "a new hour");
     }
 
     #[test]

@@ -413,7 +413,7 @@ fn check_audit_trail(dir: &Path, model: &Mutex<Model>) -> anyhow::Result<Vec<Str
     let mut after = 0;
     loop {
         let page = store
-            .audit_entries(after, 10_000)
+            .audit_entries(dzl_store::ROOT_CHAIN, after, 10_000)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let Some(last) = page.last() else { break };
         after = last.seq;

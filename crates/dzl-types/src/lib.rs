@@ -14,6 +14,8 @@
 //! * [`wire`]: request and response bodies of HTTP API v1.
 //! * [`error`]: the stable problem `code`s and their HTTP statuses.
 //! * [`input`]: how refused input is described (pointer, value-free message).
+//! * [`rules`]: what a deposit and a grant may be (consent, grants,
+//!   entitlements, code lifetimes), shared by the store and the SDK.
 
 pub mod code;
 pub mod domain;
@@ -21,6 +23,7 @@ pub mod error;
 pub mod ids;
 pub mod input;
 pub mod records;
+pub mod rules;
 pub mod signing;
 pub mod wire;
 

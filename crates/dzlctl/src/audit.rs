@@ -154,41 +154,46 @@ pub fn export(
         }
     }
     let store = vault.store();
-    // Entries appended while exporting (its own included) are left out.
-    let head = store.audit_head_seq()?;
-    let mut query = AuditQuery {
-        after_seq: 0,
-        since: args.since,
-        until: args.until,
-        limit: PAGE,
-    };
+    // Entries appended while exporting (its own included) are left out:
+    // each chain is read up to the head it had when the export began.
+    let chains = store.audit_chains()?;
     let mut count = 0u64;
     if json {
         out.write_all(b"{\"entries\": [")?;
     }
-    'pages: loop {
-        let page = store.audit_query(&query)?;
-        let Some(last) = page.last() else { break };
-        query.after_seq = last.seq;
-        let full = page.len() == PAGE;
-        for entry in &page {
-            if entry.seq > head {
-                break 'pages;
+    for chain in &chains {
+        let head = chain.head.seq;
+        let mut query = AuditQuery {
+            chain: chain.chain,
+            after_seq: 0,
+            since: args.since,
+            until: args.until,
+            limit: PAGE,
+        };
+        'pages: loop {
+            let page = store.audit_query(&query)?;
+            let Some(last) = page.last() else { break };
+            query.after_seq = last.seq;
+            let full = page.len() == PAGE;
+            for entry in &page {
+                if entry.seq > head {
+                    break 'pages;
+                }
+                if json && count > 0 {
+                    out.write_all(b",")?;
+                }
+                if json {
+                    out.write_all(b"\n  ")?;
+                }
+                serde_json::to_writer(&mut *out, entry).map_err(std::io::Error::other)?;
+                if !json {
+                    out.write_all(b"\n")?;
+                }
+                count += 1;
             }
-            if json && count > 0 {
-                out.write_all(b",")?;
+            if !full {
+                break;
             }
-            if json {
-                out.write_all(b"\n  ")?;
-            }
-            serde_json::to_writer(&mut *out, entry).map_err(std::io::Error::other)?;
-            if !json {
-                out.write_all(b"\n")?;
-            }
-            count += 1;
-        }
-        if !full {
-            break;
         }
     }
     if json {
@@ -203,12 +208,26 @@ pub fn export(
         &ctx.call("audit.export"),
         "ok",
         &format!(
-            "{count} entries exported (since {}, until {}, up to entry {head})",
+            "{count} entries exported (since {}, until {}, up to {})",
             bound(args.since),
-            bound(args.until)
+            bound(args.until),
+            heads(&chains)
         ),
     )?;
     Ok(count)
+}
+
+/// Where each chain ended when an export began: `entry 57` for one chain,
+/// `chain 1 entry 57, chain 2 entry 3` for several.
+fn heads(chains: &[dzl_store::ChainRow]) -> String {
+    match chains {
+        [one] => format!("entry {}", one.head.seq),
+        many => many
+            .iter()
+            .map(|c| format!("chain {} entry {}", c.chain, c.head.seq))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// Runs an `audit` verb and prints its result.

@@ -88,8 +88,8 @@ pub enum CliError {
         first: String,
     },
     /// `audit verify` found the chain broken.
-    #[error("the audit chain is broken at entry {}: {}", .0.seq(), .0)]
-    AuditChainBroken(dzl_audit::ChainError),
+    #[error("the audit trail is broken in chain {} at entry {}: {}", .0.chain, .0.seq(), .0.error)]
+    AuditChainBroken(dzl_audit::TrailError),
     /// A file the verb must create already exists.
     #[error("{} already exists; it is never overwritten: name a new file", .0.display())]
     FileExists(PathBuf),
@@ -117,7 +117,11 @@ impl CliError {
             CliError::Store(StoreError::DuplicateExternalRef(_)) => {
                 ErrorCode::DuplicateExternalRef.as_str()
             }
-            CliError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            CliError::Store(StoreError::Throttled(_)) => ErrorCode::RateLimited.as_str(),
+            CliError::Store(StoreError::Rule(v)) => v.code.as_str(),
+            CliError::Store(StoreError::Unavailable(_) | StoreError::Conflict(_)) => {
+                "store_unavailable"
+            }
             CliError::Store(StoreError::Corrupt(_)) => "store_corrupt",
             CliError::Store(StoreError::Invalid(_)) => "store_invalid",
             CliError::Crypto(_) => "crypto",

@@ -116,7 +116,7 @@ impl Context {
     /// SQLite in the data directory.
     pub fn open_store(&self) -> Result<Box<dyn Store>, CliError> {
         match &self.settings.store.url {
-            Some(url) => Ok(Box::new(dzl_store_pg::PgStore::connect(
+            Some(url) => Ok(Box::new(dzl_store_pg::connect(
                 url,
                 dzl_store_pg::PgOptions {
                     ca_file: self.settings.store.ca_file.clone(),

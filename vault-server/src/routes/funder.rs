@@ -3,7 +3,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use dzl_store::admin::{wrapped, VaultKeys};
-use dzl_store::{DataKeyKind, RedeemAttempt, Redeemed, TenantKind, TenantState};
+use dzl_store::rules::GuessLimits;
+use dzl_store::{DataKeyKind, RedeemAttempt, Redeemed, TenantKind};
 use dzl_types::wire::{
     Consent, OutcomeRequest, Receipt, ReceiptBody, RedemptionRequest, RedemptionResponse,
 };
@@ -13,10 +14,8 @@ use serde_json::value::RawValue;
 use super::{block, call, path_id, submit, State};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{admit, authenticate_only, parse_json, read_body, signed, Caller};
-use crate::limits::FailureVerdict;
 
 const OPERATION: &str = "redemption.create";
-const GUESSING_REASON: &str = "automatic: too many redemptions of unknown codes in an hour";
 
 /// `POST /v1/redemptions`.
 pub async fn redeem(
@@ -46,7 +45,6 @@ async fn redeem_checked(
     caller: &Caller,
 ) -> ApiResult<HttpResponse> {
     let funder = caller.tenant.id.clone();
-    let now = state.now();
     let refused_before_store = async |e: ApiError| -> ApiResult<HttpResponse> {
         let c = call(state, &funder, OPERATION);
         let code = e.code();
@@ -54,17 +52,6 @@ async fn redeem_checked(
         Err(e)
     };
     if let Err(e) = admit(state, caller).await {
-        return refused_before_store(e).await;
-    }
-    if let Err(secs) = state
-        .guards
-        .check_guessing(&funder, now.timestamp())
-        .await?
-    {
-        let e = ApiError::rate_limited(
-            secs,
-            "Too many redemptions of unknown codes; wait for the window to end",
-        );
         return refused_before_store(e).await;
     }
     let r: RedemptionRequest = match parse_json(req, body) {
@@ -83,47 +70,22 @@ async fn redeem_checked(
         &state.rng,
     )?);
     let c = call(state, &funder, OPERATION);
+    let limits = &state.settings.limits;
     let attempt = RedeemAttempt {
         code,
         purpose: r.purpose,
         redemption_id,
+        limits: GuessLimits {
+            per_minute: limits.failed_redemptions_per_minute,
+            per_hour: limits.failed_redemptions_per_hour,
+        },
     };
-    let redeemed = match submit(state, move |s, reply| s.submit_redeem(c, attempt, reply)).await {
-        Ok(r) => r,
-        Err(e) if e.code() == ErrorCode::CodeNotFound => {
-            if state
-                .guards
-                .record_failure(&funder, now.timestamp())
-                .await?
-                == FailureVerdict::Suspend
-            {
-                suspend_guessing_funder(state, &funder).await;
-            }
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    };
+    let redeemed = submit(state, move |s, reply| s.submit_redeem(c, attempt, reply)).await?;
     // Committed and audited; now open what was released and sign for it.
     let resp = release(&caller.loaded.keys, &funder, redeemed)?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(resp))
-}
-
-async fn suspend_guessing_funder(state: &State, funder: &dzl_types::TenantId) {
-    let id = funder.clone();
-    let result = block(state, move |s| {
-        s.set_tenant_state("system", &id, TenantState::Suspended, GUESSING_REASON)
-    })
-    .await;
-    match result {
-        Ok(_) => log::warn!(
-            "funder {funder} suspended automatically: too many redemptions of unknown codes"
-        ),
-        Err(e) => log::error!("could not suspend funder {funder}: {e}"),
-    }
-    let st = state.clone();
-    let _ = web::block(move || st.reload(true)).await;
 }
 
 fn raw(bytes: &[u8]) -> ApiResult<Box<RawValue>> {

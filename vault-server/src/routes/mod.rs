@@ -27,10 +27,9 @@ where
     Ok(web::block(move || f(&*store)).await??)
 }
 
-/// Runs one of the store calls that can be submitted
-/// ([`Store::submits_without_waiting`]): queued from this async worker when
-/// the store only queues it, so no thread waits for the writer; otherwise on
-/// the blocking pool, as [`block`] does.
+/// Runs one of the store calls that can be submitted: queued to the store's
+/// writer from this async worker, which awaits the reply, so no thread
+/// waits for the writer.
 pub async fn submit<T, F>(state: &State, f: F) -> ApiResult<T>
 where
     T: Send + 'static,
@@ -43,11 +42,7 @@ where
         // happened (or not) as a whole.
         let _ = tx.send(out);
     });
-    if store.submits_without_waiting() {
-        f(&*store, reply);
-    } else {
-        web::block(move || f(&*store, reply)).await?;
-    }
+    f(&*store, reply);
     let out = rx
         .await
         .map_err(|_| StoreError::Unavailable("the store dropped a call unanswered".into()))?;

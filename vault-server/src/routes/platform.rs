@@ -1,83 +1,26 @@
 //! The platform's routes: deposit, issue another code, code status, revoke,
 //! erase.
 
-use std::sync::Arc;
-
 use actix_web::{web, HttpRequest, HttpResponse};
 use dzl_crypto::DataKey;
 use dzl_store::admin::sealed;
-use dzl_store::{DataKeyKind, NewCode, NewDeposit, TenantKind, TenantState};
+use dzl_store::{DataKeyKind, NewCode, NewDeposit, TenantKind};
 use dzl_types::code::CodeSecret;
+use dzl_types::rules::TtlPolicy;
 use dzl_types::wire::{DepositRequest, DepositResponse, IssueCodeRequest, IssuedCode};
-use dzl_types::{CodeId, DepositId, ErrorCode, Group, Purpose, ScopeSet, SubjectRef, TenantId};
+use dzl_types::{CodeId, DepositId, ErrorCode, Group, ScopeSet, SubjectRef, TenantId};
 use serde::Deserialize;
 
 use super::{block, call, path_id, submit, State};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, signed};
-use crate::state::{AppState, Loaded, Tenant};
+use crate::state::AppState;
 
-/// The funder of a grant: a known, active funder entitled to `scopes`.
-fn entitled_funder(
-    loaded: &Loaded,
-    funder: &TenantId,
-    scopes: ScopeSet,
-    at: &str,
-) -> ApiResult<Arc<Tenant>> {
-    let f = loaded
-        .by_id
-        .get(funder)
-        .filter(|t| t.kind == TenantKind::Funder)
-        .ok_or_else(|| {
-            ApiError::with_detail(ErrorCode::UnknownFunder, "No funder has this id")
-                .at(&format!("{at}/funder_id"))
-        })?;
-    if f.state == TenantState::Suspended {
-        return Err(
-            ApiError::with_detail(ErrorCode::FunderNotEntitled, "The funder is suspended")
-                .at(&format!("{at}/funder_id")),
-        );
-    }
-    let entitled = f.scopes.unwrap_or(ScopeSet::ALL);
-    if !scopes.is_subset_of(entitled) {
-        let missing: Vec<_> = scopes
-            .missing_from(entitled)
-            .iter()
-            .map(|g| g.as_str())
-            .collect();
-        return Err(ApiError::with_detail(
-            ErrorCode::FunderNotEntitled,
-            format!("The funder is not entitled to: {}", missing.join(", ")),
-        )
-        .at(&format!("{at}/scopes")));
-    }
-    Ok(f.clone())
-}
-
-/// The purpose check of a grant.
-fn entitled_purpose(f: &Tenant, purpose: Purpose, at: &str) -> ApiResult<()> {
-    if f.purposes.contains(&purpose) {
-        Ok(())
-    } else {
-        Err(ApiError::with_detail(
-            ErrorCode::FunderNotEntitled,
-            format!("The funder is not entitled to the purpose {purpose}"),
-        )
-        .at(&format!("{at}/funder_id")))
-    }
-}
-
-/// The code lifetime asked for, or the default; 422 `invalid_ttl` outside 1..=max.
-fn resolve_ttl(state: &AppState, ttl: Option<u32>, at: &str) -> ApiResult<u32> {
-    let codes = &state.settings.codes;
-    match ttl {
-        None => Ok(codes.default_ttl_seconds),
-        Some(t) if (1..=codes.max_ttl_seconds).contains(&t) => Ok(t),
-        Some(_) => Err(ApiError::with_detail(
-            ErrorCode::InvalidTtl,
-            format!("ttl_seconds must be 1..={}", codes.max_ttl_seconds),
-        )
-        .at(&format!("{at}/ttl_seconds"))),
+/// The lifetimes codes may have, as configured.
+fn ttl_policy(state: &AppState) -> TtlPolicy {
+    TtlPolicy {
+        default_seconds: state.settings.codes.default_ttl_seconds,
+        max_seconds: state.settings.codes.max_ttl_seconds,
     }
 }
 
@@ -100,7 +43,7 @@ fn new_code(
             unix_ms(state),
             &state.rng,
         )?),
-        secret_hash: secret.hash(),
+        secret_hash: secret.hash().to_vec(),
         funder_id: funder,
         scopes,
         ttl_seconds: ttl,
@@ -147,51 +90,13 @@ pub async fn create_deposit(
 ) -> ApiResult<HttpResponse> {
     let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
     let d: DepositRequest = parse_json(&req, &body)?;
-    let now = state.now();
     let skew = chrono::Duration::seconds(state.settings.limits.max_skew_seconds);
-
-    // Consent: real, current, and covering every group deposited.
-    let consent = &d.consent;
-    if consent.granted_at > now + skew {
-        return Err(ApiError::invalid(
-            "/consent/granted_at",
-            "/consent/granted_at: consent cannot be granted in the future",
-        ));
-    }
-    if consent.expires_at <= consent.granted_at {
-        return Err(ApiError::invalid(
-            "/consent/expires_at",
-            "/consent/expires_at: must be after granted_at",
-        ));
-    }
-    if consent.expires_at <= now {
-        return Err(ApiError::new(ErrorCode::ConsentExpired).at("/consent/expires_at"));
-    }
+    let ttls = dzl_store::ops::deposit::check_request(&d, state.now(), skew, ttl_policy(&state))
+        .map_err(ApiError::violation)?;
     let groups = d.groups();
-    if !groups.is_subset_of(consent.scopes) {
-        let missing: Vec<_> = groups
-            .missing_from(consent.scopes)
-            .iter()
-            .map(|g| g.as_str())
-            .collect();
-        return Err(ApiError::with_detail(
-            ErrorCode::ConsentInsufficient,
-            format!("The consent does not cover: {}", missing.join(", ")),
-        )
-        .at("/consent/scopes"));
-    }
-    if d.grants.len() > dzl_types::wire::MAX_GRANTS {
-        return Err(ApiError::invalid("/grants", "/grants: at most 16 grants"));
-    }
     let mut codes = Vec::with_capacity(d.grants.len());
     let mut secrets = Vec::with_capacity(d.grants.len());
-    for (i, g) in d.grants.iter().enumerate() {
-        let at = format!("/grants/{i}");
-        dzl_store::rules::check_grant(g.scopes, consent.scopes, groups)
-            .map_err(|code| ApiError::new(code).at(&format!("{at}/scopes")))?;
-        let f = entitled_funder(&caller.loaded, &g.funder_id, g.scopes, &at)?;
-        entitled_purpose(&f, d.purpose, &at)?;
-        let ttl = resolve_ttl(&state, g.ttl_seconds, &at)?;
+    for (g, ttl) in d.grants.iter().zip(ttls) {
         let (code, secret) = new_code(&state, g.funder_id.clone(), g.scopes, ttl)?;
         codes.push(code);
         secrets.push(secret);
@@ -238,6 +143,7 @@ pub async fn create_deposit(
         external_ref: d.external_ref.as_str().to_owned(),
         purpose: d.purpose,
         consent_json,
+        consent_scopes: d.consent.scopes,
         consent_expires: d.consent.expires_at,
         groups,
         subject_index,
@@ -284,13 +190,11 @@ pub async fn issue_code(
     let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
     let deposit = path_id(&path, DepositId::parse, ErrorCode::DepositNotFound)?;
     let r: IssueCodeRequest = parse_json(&req, &body)?;
-    // The purpose is the deposit's, so the store checks it against these.
-    let f = entitled_funder(&caller.loaded, &r.funder_id, r.scopes, "")?;
-    let ttl = resolve_ttl(&state, r.ttl_seconds, "")?;
+    let ttl = dzl_types::rules::resolve_ttl(ttl_policy(&state), r.ttl_seconds, "")
+        .map_err(ApiError::violation)?;
     let (code, secret) = new_code(&state, r.funder_id.clone(), r.scopes, ttl)?;
-    let purposes = f.purposes.clone();
     let c = call(&state, &caller.tenant.id, "code.issue");
-    let created = block(&state, move |s| s.issue_code(&c, &deposit, code, &purposes)).await?;
+    let created = block(&state, move |s| s.issue_code(&c, &deposit, code)).await?;
     Ok(HttpResponse::Created().json(issued(created, secret)))
 }
 

@@ -279,7 +279,7 @@ async fn a_pinned_tenant_is_refused_without_its_certificate_and_the_refusal_is_a
     let app = spawn_app().await;
     let id = dzl_types::TenantId::parse(&app.platform.id).unwrap();
     let pin = dzl_crypto::CertPin::subject("CN=platform-a").unwrap();
-    let before = off_rt(|| app.state.store.audit_head_seq()).unwrap();
+    let before = off_rt(|| app.state.store.audit_chains()).unwrap();
     assert!(off_rt(|| app
         .state
         .store
@@ -311,7 +311,7 @@ async fn a_pinned_tenant_is_refused_without_its_certificate_and_the_refusal_is_a
         .await;
     assert_eq!(other.status, 201, "{:?}", other.json());
 
-    let entries = off_rt(|| app.state.store.audit_entries(before, 100)).unwrap();
+    let entries = off_rt(|| app.state.store.audit_after(&before)).unwrap();
     let ops: Vec<(String, String, String)> = entries
         .iter()
         .map(|e| {

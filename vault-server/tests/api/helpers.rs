@@ -145,8 +145,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         Some(admin_url) => {
             let (db, t) = off_rt(|| {
                 let db = dzl_store_pg::testing::fresh_database(&admin_url).expect("fresh database");
-                let store =
-                    dzl_store_pg::PgStore::connect(db.url(), Default::default()).expect("connect");
+                let store = dzl_store_pg::connect(db.url(), Default::default()).expect("connect");
                 let t = provision_store(&store, &root, opts.other_funder_scopes);
                 (db, t)
             });

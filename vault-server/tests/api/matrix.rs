@@ -288,9 +288,9 @@ impl Matrix {
         out
     }
 
-    fn audit_head(&self) -> i64 {
+    fn audit_head(&self) -> Vec<dzl_store::ChainRow> {
         let state = self.app.state.clone();
-        off_rt(move || state.store.audit_head_seq()).unwrap()
+        off_rt(move || state.store.audit_chains()).unwrap()
     }
 
     /// Sends one attack on `e`; asserts the refusal and that nothing changed.
@@ -425,7 +425,7 @@ impl Matrix {
         a: Attack,
         resp: &RawResponse,
         (status, code): (u16, &str),
-        (snapshot, head): (Vec<String>, i64),
+        (snapshot, head): (Vec<String>, Vec<dzl_store::ChainRow>),
     ) {
         let what = format!("{} {} × {a:?}", e.method, e.pattern);
         let body = String::from_utf8_lossy(&resp.body);
@@ -437,7 +437,7 @@ impl Matrix {
             "{what}: the refusal changed stored state"
         );
         let state = self.app.state.clone();
-        let entries = off_rt(move || state.store.audit_entries(head, 1000)).unwrap();
+        let entries = off_rt(move || state.store.audit_after(&head)).unwrap();
         for entry in entries {
             assert_ne!(
                 entry.record.result, "ok",

@@ -28,9 +28,13 @@
 //! of any age, and reading those cold took 0.49 s with ten million stored.
 
 use chrono::{DateTime, Utc};
+use dzl_types::DepositId;
 use rusqlite::Connection;
 
-use super::{ops, snapshot, WriteTx};
+use super::conn::snapshot;
+use crate::ops::codes::{discard_identity, void_deposit};
+use crate::tx::ROOT_CHAIN;
+use crate::writer::{TxState, Txn};
 use crate::StoreResult;
 
 /// How many of the latest audit entries are read for the deposits they
@@ -90,21 +94,26 @@ fn find(conn: &Connection) -> StoreResult<Vec<Half>> {
 /// for its writer; a read there can fall between the server's two commits,
 /// so what it finds is looked for again with the write lock held, when no
 /// commit can be halfway. Returns how many writes were mended.
-pub(super) fn mend(tx: &WriteTx, now: DateTime<Utc>) -> StoreResult<usize> {
-    if snapshot(tx, find)?.is_empty() {
+pub(super) fn mend(conn: &mut Connection, now: DateTime<Utc>) -> StoreResult<usize> {
+    if snapshot(conn, find)?.is_empty() {
         return Ok(0);
     }
-    tx.execute_batch("BEGIN IMMEDIATE")?;
-    let mended = find(tx).and_then(|found| {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mended = find(conn).and_then(|found| {
+        let mut st = TxState::new(ROOT_CHAIN);
         for half in &found {
+            let mut txn = Txn::new(conn, &mut st);
             match half {
-                Half::DepositWithoutIdentity(id) => ops::void_deposit(tx, id, now)?,
+                Half::DepositWithoutIdentity(id) => {
+                    void_deposit(&mut txn, &DepositId::from_trusted(id.clone()), now)?
+                }
                 Half::ErasedWithIdentity(id) | Half::IdentityWithoutDeposit(id) => {
-                    ops::discard_identity(tx, id, now)?
+                    discard_identity(&mut txn, &DepositId::from_trusted(id.clone()), now)?
                 }
             }
         }
-        tx.commit()?;
+        st.flush(conn)?;
+        conn.execute_batch("COMMIT")?;
         Ok(found.len())
     });
     match mended {
@@ -118,7 +127,9 @@ pub(super) fn mend(tx: &WriteTx, now: DateTime<Utc>) -> StoreResult<usize> {
             Ok(n)
         }
         Err(e) => {
-            let _ = tx.roll_back();
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             Err(e)
         }
     }

@@ -247,6 +247,43 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE redemptions;
     ALTER TABLE redemptions_v5 RENAME TO redemptions;
     ",
+    // 6: a deposit's data key and its sealed non-identity groups share one
+    // row, so a deposit writes one row where it wrote three. Guards that
+    // must survive a restart: a funder's failed redemptions (throttle and
+    // suspension windows), and the nonces of requests signed ahead of the
+    // server's clock.
+    "
+    CREATE TABLE deposit_records (
+        deposit_id  TEXT PRIMARY KEY,
+        kek_version INTEGER NOT NULL,
+        wrapped_key BLOB NOT NULL,
+        device      BLOB,
+        risk        BLOB
+    ) WITHOUT ROWID;
+    INSERT INTO deposit_records (deposit_id, kek_version, wrapped_key, device, risk)
+        SELECT k.deposit_id, k.kek_version, k.wrapped,
+            (SELECT envelope FROM records r WHERE r.deposit_id = k.deposit_id AND r.grp = 'device'),
+            (SELECT envelope FROM records r WHERE r.deposit_id = k.deposit_id AND r.grp = 'risk')
+        FROM data_keys k ORDER BY k.deposit_id;
+    CREATE INDEX deposit_records_version ON deposit_records (kek_version);
+    DROP TABLE data_keys;
+    DROP TABLE records;
+
+    CREATE TABLE failure_windows (
+        tenant_id    TEXT PRIMARY KEY,
+        minute_start INTEGER NOT NULL,
+        minute_count INTEGER NOT NULL,
+        hour_start   INTEGER NOT NULL,
+        hour_count   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE nonces (
+        key_id TEXT NOT NULL,
+        nonce  TEXT NOT NULL,
+        until  INTEGER NOT NULL,
+        PRIMARY KEY (key_id, nonce)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Brings the schema up to date in one transaction, reading the version
