@@ -235,6 +235,10 @@ SELECT 0, key_id, nonce, 0::float8, 0, 0::float8 FROM n
 UNION ALL
 SELECT 1, tenant_id, '', tokens, taken, rate FROM b";
 
+/// A tenant's token requests in one batch: its rate, the latest time
+/// asked, and the replies in arrival order.
+type Takers = (f64, f64, Vec<Answer<Result<(), u64>>>);
+
 fn answer(client: &mut Client, batch: Vec<Request>, last_sweep: &AtomicI64) {
     let mut nonces: Vec<(String, String, i64)> = Vec::new();
     let mut window = 0i64;
@@ -242,7 +246,7 @@ fn answer(client: &mut Client, batch: Vec<Request>, last_sweep: &AtomicI64) {
     let mut nonce_replies: Vec<((String, String), Answer<bool>)> = Vec::new();
     let mut replays: Vec<Answer<bool>> = Vec::new();
     // Per tenant: rate, latest time, the replies in arrival order.
-    let mut tokens: HashMap<TenantId, (f64, f64, Vec<Answer<Result<(), u64>>>)> = HashMap::new();
+    let mut tokens: HashMap<TenantId, Takers> = HashMap::new();
     let mut newest = 0i64;
     for r in batch {
         match r {
@@ -284,8 +288,7 @@ fn answer(client: &mut Client, batch: Vec<Request>, last_sweep: &AtomicI64) {
     let keys: Vec<&str> = nonces.iter().map(|n| n.0.as_str()).collect();
     let values: Vec<&str> = nonces.iter().map(|n| n.1.as_str()).collect();
     let at: Vec<i64> = nonces.iter().map(|n| n.2).collect();
-    let tenants: Vec<(&TenantId, &(f64, f64, Vec<Answer<Result<(), u64>>>))> =
-        tokens.iter().collect();
+    let tenants: Vec<(&TenantId, &Takers)> = tokens.iter().collect();
     let ids: Vec<&str> = tenants.iter().map(|(t, _)| t.as_str()).collect();
     let rates: Vec<f64> = tenants.iter().map(|(_, e)| e.0).collect();
     let times: Vec<f64> = tenants.iter().map(|(_, e)| e.1).collect();

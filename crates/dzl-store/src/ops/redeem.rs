@@ -67,6 +67,15 @@ pub fn redeem(
         txn.meter(call, code.as_str());
         Ok(Err(StoreError::Refused(code)))
     };
+    // Read in the transaction: a funder suspended a moment ago (for
+    // guessing, on any replica) is refused even if the caller's view of
+    // tenants is older.
+    let active = txn
+        .tenant(&funder)?
+        .is_some_and(|t| t.state == TenantState::Active);
+    if !active {
+        return refuse(txn, ErrorCode::TenantSuspended, base);
+    }
     let window = txn.read().failure_window(&funder)?;
     if let Some(secs) =
         rules::guessing_throttle(window.as_ref(), call.now.timestamp(), attempt.limits)
@@ -106,12 +115,6 @@ pub fn redeem(
                 ..with_code
             },
         );
-    }
-    let active = txn
-        .tenant(&funder)?
-        .is_some_and(|t| t.state == TenantState::Active);
-    if !active {
-        return refuse(txn, ErrorCode::TenantSuspended, with_code);
     }
     if let Err(code) =
         rules::redeem_decision(c.state, c.expires_at, call.now, c.purpose, attempt.purpose)

@@ -35,6 +35,9 @@ pub(crate) fn from_ms(v: i64) -> StoreResult<DateTime<Utc>> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v} out of range")))
 }
 
+/// A sealed group as stored.
+type Envelope = Vec<u8>;
+
 fn scopes(s: &str) -> StoreResult<ScopeSet> {
     ScopeSet::parse_list(s).map_err(|_| corrupt("scope set"))
 }
@@ -767,7 +770,7 @@ impl Tx for Connection {
         let device = r.scopes.contains(Group::Device);
         let risk = r.scopes.contains(Group::Risk);
         if device || risk {
-            let found: Option<(Sealed, Option<Vec<u8>>, Option<Vec<u8>>)> = c
+            let found: Option<(Sealed, Option<Envelope>, Option<Envelope>)> = c
                 .prepare_cached(
                     "SELECT kek_version, wrapped_key, device, risk FROM deposit_records
                      WHERE deposit_id = ?1",
