@@ -334,21 +334,28 @@ pub type Progress = Box<dyn Fn(&Work, Duration) + Send + Sync>;
 /// connections are opened before the clock starts). `on_tick`, when given,
 /// is called about every `tick` while the phase runs.
 pub async fn run_phase(
-    target: &Target,
+    targets: &[Target],
     work: Arc<Work>,
     connections: usize,
     duration: Duration,
     progress: Option<(Duration, Progress)>,
 ) -> anyhow::Result<PhaseResult> {
-    let target = Arc::new(target.clone());
+    anyhow::ensure!(!targets.is_empty(), "no target to drive");
+    // Connection i goes to target i mod n: replicas share the load evenly.
+    let targets: Vec<Arc<Target>> = targets.iter().cloned().map(Arc::new).collect();
     let mut opening = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let t = target.clone();
-        opening.spawn(async move { connect(&t).await });
+    for i in 0..connections {
+        let t = targets[i % targets.len()].clone();
+        opening.spawn(async move {
+            let s = connect(&t)
+                .await
+                .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", t.addr));
+            s.map(|s| (t, s))
+        });
     }
     let mut senders = Vec::with_capacity(connections);
     while let Some(r) = opening.join_next().await {
-        senders.push(r?.map_err(|e| anyhow::anyhow!("connecting to {}: {e}", target.addr))?);
+        senders.push(r??);
     }
     let cpu_before = crate::cpu::Snapshot::take();
     let start = Instant::now();
@@ -366,14 +373,8 @@ pub async fn run_phase(
         })
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for s in senders {
-        tasks.spawn(task(
-            target.clone(),
-            work.clone(),
-            s,
-            deadline,
-            hard_deadline,
-        ));
+    for (target, s) in senders {
+        tasks.spawn(task(target, work.clone(), s, deadline, hard_deadline));
     }
     let mut result = PhaseResult {
         connections,

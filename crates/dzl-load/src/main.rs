@@ -48,8 +48,15 @@ const MAX_PRELOAD_TIME: Duration = Duration::from_secs(24 * 3600);
 #[command(version, about, long_about = None)]
 struct Cli {
     /// The vault to drive: http://HOST[:PORT] with HOST in 127.0.0.0/8, [::1] or localhost.
-    #[arg(long, env = "DZL_URL", required_unless_present = "spawn")]
-    url: Option<String>,
+    /// Repeat it for replicas over one database: connections are spread
+    /// over them evenly.
+    #[arg(
+        long,
+        env = "DZL_URL",
+        required_unless_present = "spawn",
+        value_delimiter = ','
+    )]
+    url: Vec<String>,
     /// Start a vault in this process instead (fresh store in a temporary
     /// directory, a platform and a funder allowed 1,000,000 requests/s).
     #[arg(long)]
@@ -86,6 +93,9 @@ struct Cli {
     /// Groups each deposit's grant gives the funder (comma-separated).
     #[arg(long, default_value = "applicant,risk")]
     grant_scopes: String,
+    /// Drive deposits only (no redemption phase).
+    #[arg(long)]
+    skip_redemption: bool,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -182,14 +192,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     // Where, and as whom. Nothing is sent before the target is known to be loopback.
     let (target, creds, spawned) = if cli.spawn {
-        if cli.url.is_some() {
+        if !cli.url.is_empty() {
             eprintln!("dzl-load: --spawn given; ignoring --url / DZL_URL");
         }
         let v = spawn::spawn_vault(cli.spawn_dir.as_deref(), workers)?;
-        (v.target.clone(), v.credentials.clone(), Some(v))
+        (vec![v.target.clone()], v.credentials.clone(), Some(v))
     } else {
-        let url = required(cli.url.clone(), "--url", "DZL_URL")?;
-        let target = Target::parse(&url)?;
+        anyhow::ensure!(
+            !cli.url.is_empty(),
+            "--url (or DZL_URL) is required without --spawn"
+        );
+        let target = cli
+            .url
+            .iter()
+            .map(|u| Target::parse(u))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let creds = Credentials {
             platform: Signer::new(
                 required(
@@ -227,7 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     ));
     let body_bytes = bodies.body(0).len();
     let config = json!({
-        "target": if spawned.is_some() { format!("spawned vault on {}", target.addr) } else { format!("{}", target.addr) },
+        "target": if spawned.is_some() { format!("spawned vault on {}", target[0].addr) } else { target.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>().join(",") },
         "store_dir": spawned.as_ref().map(|v| v.dir.path().display().to_string()),
         "server_workers": if spawned.is_some() || cli.baseline { Some(workers) } else { None },
         "client_threads": client_threads,
@@ -306,7 +323,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let server = spawn::spawn_echo(workers)?;
             eprintln!("echo: {} connections for {:?}", connections, cli.duration);
             let w = work(Kind::Echo, &creds.platform, 0, &no_codes);
-            let r = run_phase(&server.target, w, connections, cli.duration, None).await;
+            let r = run_phase(
+                std::slice::from_ref(&server.target),
+                w,
+                connections,
+                cli.duration,
+                None,
+            )
+            .await;
             server.stop().await;
             Some(r?)
         } else {
@@ -317,15 +341,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let w = work(Kind::Deposit, &creds.platform, 0, &no_codes);
         let mut deposit = run_phase(&target, w, connections, cli.duration, None).await?;
 
-        let pool = Arc::new(CodePool::new(std::mem::take(&mut deposit.codes)));
-        eprintln!(
-            "redemption: {} connections for at most {:?} over {} codes",
-            connections,
-            cli.duration,
-            pool.len()
-        );
-        let w = work(Kind::Redeem, &creds.funder, 0, &pool);
-        let redemption = run_phase(&target, w, connections, cli.duration, None).await?;
+        let redemption = if cli.skip_redemption {
+            None
+        } else {
+            let pool = Arc::new(CodePool::new(std::mem::take(&mut deposit.codes)));
+            eprintln!(
+                "redemption: {} connections for at most {:?} over {} codes",
+                connections,
+                cli.duration,
+                pool.len()
+            );
+            let w = work(Kind::Redeem, &creds.funder, 0, &pool);
+            Some(run_phase(&target, w, connections, cli.duration, None).await?)
+        };
 
         Ok::<_, anyhow::Error>(Report {
             machine: machine.clone(),

@@ -52,8 +52,8 @@ pub struct Report {
     pub echo: Option<PhaseResult>,
     /// The deposit phase.
     pub deposit: PhaseResult,
-    /// The redemption phase.
-    pub redemption: PhaseResult,
+    /// The redemption phase (absent with `--skip-redemption`).
+    pub redemption: Option<PhaseResult>,
 }
 
 /// One judged target.
@@ -71,14 +71,16 @@ pub struct Verdict {
 
 impl Report {
     /// Deposit and redemption success throughput over the echo ceiling.
-    pub fn ratios(&self) -> Option<(f64, f64)> {
+    pub fn ratios(&self) -> Option<(f64, Option<f64>)> {
         let ceiling = self.echo.as_ref()?.ok_throughput();
         if ceiling <= 0.0 {
             return None;
         }
         Some((
             self.deposit.ok_throughput() / ceiling,
-            self.redemption.ok_throughput() / ceiling,
+            self.redemption
+                .as_ref()
+                .map(|r| r.ok_throughput() / ceiling),
         ))
     }
 
@@ -86,20 +88,22 @@ impl Report {
     pub fn verdicts(&self) -> Vec<Verdict> {
         let mut v = Vec::new();
         let ratios = self.ratios();
-        for (name, phase, ratio, target) in [
+        let phases = [
             (
                 "deposit",
-                &self.deposit,
+                Some(&self.deposit),
                 ratios.map(|r| r.0),
                 DEPOSIT_RATIO_TARGET,
             ),
             (
                 "redemption",
-                &self.redemption,
-                ratios.map(|r| r.1),
+                self.redemption.as_ref(),
+                ratios.and_then(|r| r.1),
                 REDEMPTION_RATIO_TARGET,
             ),
-        ] {
+        ];
+        for (name, phase, ratio, target) in phases {
+            let Some(phase) = phase else { continue };
             if let Some(r) = ratio {
                 v.push(Verdict {
                     measure: format!("{name} throughput / echo ceiling"),
@@ -137,7 +141,7 @@ impl Report {
             "preload": self.preload.as_ref().map(phase_json),
             "echo": self.echo.as_ref().map(phase_json),
             "deposit": phase_json(&self.deposit),
-            "redemption": phase_json(&self.redemption),
+            "redemption": self.redemption.as_ref().map(phase_json),
             "ratios": ratios.map(|(d, r)| json!({"deposit": d, "redemption": r})),
             "targets": self.verdicts().iter().map(|v| json!({
                 "measure": v.measure, "target": v.target, "value": v.value, "met": v.met,
@@ -160,7 +164,7 @@ impl Report {
             ("preload", self.preload.as_ref()),
             ("echo", self.echo.as_ref()),
             ("deposit", Some(&self.deposit)),
-            ("redemption", Some(&self.redemption)),
+            ("redemption", self.redemption.as_ref()),
         ];
         for (name, p) in rows {
             let Some(p) = p else { continue };
@@ -222,8 +226,10 @@ impl Report {
         }
         if let Some((d, r)) = self.ratios() {
             out.push_str(&format!(
-                "ratio to the echo ceiling ({:.0} req/s): deposit {d:.3}, redemption {r:.3}\n",
-                self.echo.as_ref().map_or(0.0, PhaseResult::ok_throughput)
+                "ratio to the echo ceiling ({:.0} req/s): deposit {d:.3}{}\n",
+                self.echo.as_ref().map_or(0.0, PhaseResult::ok_throughput),
+                r.map(|r| format!(", redemption {r:.3}"))
+                    .unwrap_or_default()
             ));
         }
         out.push_str("\ntargets (issue 5, per run):\n");

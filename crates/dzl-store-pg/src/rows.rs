@@ -587,8 +587,19 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
         }
     }
 
-    fn insert_deposit(&mut self, d: &DepositInsert<'_>) -> StoreResult<Option<DepositId>> {
+    fn insert_deposit(
+        &mut self,
+        d: &DepositInsert<'_>,
+        codes: &[CodeInsert<'_>],
+    ) -> StoreResult<Result<Vec<i64>, DepositId>> {
         let row = d.row;
+        let code_ids: Vec<&str> = codes.iter().map(|c| c.code_id.as_str()).collect();
+        let hashes: Vec<&[u8]> = codes.iter().map(|c| c.secret_hash).collect();
+        let funders: Vec<&str> = codes.iter().map(|c| c.funder_id.as_str()).collect();
+        let code_scopes: Vec<String> = codes.iter().map(|c| c.scopes.to_list()).collect();
+        let expiries: Vec<i64> = codes.iter().map(|c| ms(c.expires_at)).collect();
+        // One statement: the deposit, its records, its identity row and its
+        // codes, or nothing if the platform already used the reference.
         let r = self.one(
             "WITH d AS (
                  INSERT INTO dzl.deposits (id, platform_id, external_ref, purpose, consent,
@@ -603,8 +614,18 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
              ), i AS (
                  INSERT INTO dzl_identity.identities (deposit_id, kek_version, wrapped_key, envelope)
                  SELECT id, $16, $17, $18 FROM d
+             ), c AS (
+                 INSERT INTO dzl.codes (code_id, secret_hash, deposit_id, platform_id, funder_id,
+                     scopes, purpose, state, created_at, expires_at)
+                 SELECT x.code_id, x.secret_hash, d.id, $2, x.funder_id, x.scopes, $4, 'issued',
+                     $11, x.expires_at
+                 FROM d, unnest($19::text[], $20::bytea[], $21::text[], $22::text[], $23::bigint[])
+                     AS x(code_id, secret_hash, funder_id, scopes, expires_at)
+                 RETURNING code_id, row
              )
-             SELECT EXISTS (SELECT 1 FROM d)",
+             SELECT EXISTS (SELECT 1 FROM d),
+                    coalesce((SELECT array_agg(code_id) FROM c), '{}'),
+                    coalesce((SELECT array_agg(row) FROM c), '{}')",
             &[
                 &row.id.as_str(),
                 &row.platform_id.as_str(),
@@ -624,16 +645,32 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
                 &db_version(d.identity_key.kek_version)?,
                 &d.identity_key.bytes,
                 &d.identity,
+                &code_ids,
+                &hashes,
+                &funders,
+                &code_scopes,
+                &expiries,
             ],
         )?;
         if get::<bool>(&r, 0)? {
-            return Ok(None);
+            let ids: Vec<String> = get(&r, 1)?;
+            let rows: Vec<i64> = get(&r, 2)?;
+            return codes
+                .iter()
+                .map(|c| {
+                    ids.iter()
+                        .position(|id| id == c.code_id.as_str())
+                        .and_then(|i| rows.get(i).copied())
+                        .ok_or_else(|| StoreError::Corrupt("a code was not inserted".into()))
+                })
+                .collect::<StoreResult<Vec<i64>>>()
+                .map(Ok);
         }
         let existing = self.one(
             "SELECT id FROM dzl.deposits WHERE platform_id = $1 AND external_ref = $2",
             &[&row.platform_id.as_str(), &row.external_ref],
         )?;
-        Ok(Some(DepositId::from_trusted(get::<String>(&existing, 0)?)))
+        Ok(Err(DepositId::from_trusted(get::<String>(&existing, 0)?)))
     }
 
     fn deposit(&mut self, id: &DepositId, lock: Lock) -> StoreResult<Option<DepositRow>> {

@@ -331,10 +331,15 @@ pub trait Tx {
 
     // ---- deposits ----
 
-    /// Inserts a deposit and everything filed with it, unless the platform
-    /// already has one under its `external_ref`: then nothing is written
-    /// and the existing deposit's id comes back.
-    fn insert_deposit(&mut self, d: &DepositInsert<'_>) -> StoreResult<Option<DepositId>>;
+    /// Inserts a deposit, everything filed with it and its first `codes`,
+    /// unless the platform already has one under its `external_ref`: then
+    /// nothing is written and the existing deposit's id comes back.
+    /// Otherwise the codes' row keys, in the order given.
+    fn insert_deposit(
+        &mut self,
+        d: &DepositInsert<'_>,
+        codes: &[CodeInsert<'_>],
+    ) -> StoreResult<Result<Vec<i64>, DepositId>>;
     /// One deposit.
     fn deposit(&mut self, id: &DepositId, lock: Lock) -> StoreResult<Option<DepositRow>>;
     /// Crypto-shreds a deposit: deletes its data keys and ciphertexts,

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use dzl_audit::{AuditEntry, AuditRecord, Head};
 use dzl_types::TenantId;
 
-use crate::tx::{ChainId, Lock, Tx, UsageKey};
+use crate::tx::{ChainId, FailureWindow, Lock, Tx, UsageKey};
 use crate::{Call, KekState, Reply, StoreError, StoreResult, TenantRow};
 
 /// Jobs one transaction may hold before it commits.
@@ -87,6 +87,7 @@ pub struct TxState {
     usage: Vec<UsageKey>,
     writes: u64,
     tenants: HashMap<TenantId, Option<TenantRow>>,
+    windows: HashMap<TenantId, Option<FailureWindow>>,
     wrappable: Vec<u32>,
 }
 
@@ -108,6 +109,7 @@ impl TxState {
             usage: Vec::new(),
             writes: 0,
             tenants: HashMap::new(),
+            windows: HashMap::new(),
             wrappable: Vec::new(),
         }
     }
@@ -125,6 +127,7 @@ impl TxState {
         self.entries.truncate(mark.entries);
         self.usage.truncate(mark.usage);
         self.tenants.clear();
+        self.windows.clear();
         self.wrappable.clear();
     }
 
@@ -224,6 +227,27 @@ impl<'a> Txn<'a> {
         let t = self.tx.tenant(id, Lock::Share)?;
         self.st.tenants.insert(id.clone(), t.clone());
         Ok(t)
+    }
+
+    /// A funder's failed-redemption windows, read once per transaction.
+    pub fn failure_window(&mut self, id: &TenantId) -> StoreResult<Option<FailureWindow>> {
+        if let Some(w) = self.st.windows.get(id) {
+            return Ok(*w);
+        }
+        let w = self.tx.failure_window(id)?;
+        self.st.windows.insert(id.clone(), w);
+        Ok(w)
+    }
+
+    /// Sets (or, with `None`, forgets) a funder's failed-redemption windows.
+    pub fn set_failure_window(
+        &mut self,
+        id: &TenantId,
+        window: Option<FailureWindow>,
+    ) -> StoreResult<()> {
+        self.write().set_failure_window(id, window.as_ref())?;
+        self.st.windows.insert(id.clone(), window);
+        Ok(())
     }
 
     /// Forgets a tenant read by [`Txn::tenant`], after changing it.

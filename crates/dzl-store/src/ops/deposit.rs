@@ -83,16 +83,9 @@ fn check_funder(
         .map_err(StoreError::Rule)
 }
 
-/// Inserts a code on `deposit` and audits it.
-fn insert_code(
-    txn: &mut Txn<'_>,
-    call: &Call,
-    deposit: &DepositRow,
-    code: &NewCode,
-) -> StoreResult<CreatedCode> {
-    let expires_at =
-        grant_rules::code_deadline(call.now, code.ttl_seconds, deposit.consent_expires);
-    let row = txn.write().insert_code(&CodeInsert {
+/// The row of `code` issued on `deposit` now.
+fn code_row<'a>(call: &Call, deposit: &'a DepositRow, code: &'a NewCode) -> CodeInsert<'a> {
+    CodeInsert {
         code_id: &code.code_id,
         secret_hash: &code.secret_hash,
         deposit_id: &deposit.id,
@@ -101,24 +94,33 @@ fn insert_code(
         scopes: code.scopes,
         purpose: deposit.purpose,
         created_at: call.now,
-        expires_at,
-    })?;
+        expires_at: grant_rules::code_deadline(call.now, code.ttl_seconds, deposit.consent_expires),
+    }
+}
+
+/// Audits a code inserted at `row`; what the caller learns of it.
+fn issued(
+    txn: &mut Txn<'_>,
+    call: &Call,
+    c: &CodeInsert<'_>,
+    row: i64,
+) -> StoreResult<CreatedCode> {
     txn.audit(AuditRecord {
         operation: "code.issue".into(),
-        purpose: Some(deposit.purpose.as_str().into()),
-        deposit_id: Some(deposit.id.to_string()),
-        code_id: Some(code.code_id.to_string()),
-        subject_tenant: Some(code.funder_id.to_string()),
-        groups: Some(code.scopes.to_list()),
+        purpose: Some(c.purpose.as_str().into()),
+        deposit_id: Some(c.deposit_id.to_string()),
+        code_id: Some(c.code_id.to_string()),
+        subject_tenant: Some(c.funder_id.to_string()),
+        groups: Some(c.scopes.to_list()),
         ..record(call, "ok")
     })?;
     Ok(CreatedCode {
-        code_id: code.code_id.clone(),
+        code_id: c.code_id.clone(),
         row,
-        funder_id: code.funder_id.clone(),
-        scopes: code.scopes,
-        purpose: deposit.purpose,
-        expires_at,
+        funder_id: c.funder_id.clone(),
+        scopes: c.scopes,
+        purpose: c.purpose,
+        expires_at: c.expires_at,
     })
 }
 
@@ -148,30 +150,35 @@ pub fn create(txn: &mut Txn<'_>, d: &NewDeposit) -> StoreResult<Vec<CreatedCode>
             .find(|(group, _)| *group == g)
             .map(|(_, e)| e.as_slice())
     };
+    let codes: Vec<CodeInsert<'_>> = d.codes.iter().map(|c| code_row(&d.call, &row, c)).collect();
     let subject_run = subject_run(txn)?;
-    let existing = txn.write().insert_deposit(&DepositInsert {
-        row: &row,
-        subject_index: &d.subject_index,
-        subject_ref: &d.subject_ref,
-        subject_run,
-        records_key: &d.records_key,
-        device: sealed(dzl_types::Group::Device),
-        risk: sealed(dzl_types::Group::Risk),
-        identity_key: &d.identity_key,
-        identity: &d.identity,
-    })?;
-    if let Some(existing) = existing {
-        return Err(StoreError::DuplicateExternalRef(existing));
-    }
+    let inserted = txn.write().insert_deposit(
+        &DepositInsert {
+            row: &row,
+            subject_index: &d.subject_index,
+            subject_ref: &d.subject_ref,
+            subject_run,
+            records_key: &d.records_key,
+            device: sealed(dzl_types::Group::Device),
+            risk: sealed(dzl_types::Group::Risk),
+            identity_key: &d.identity_key,
+            identity: &d.identity,
+        },
+        &codes,
+    )?;
+    let rows = match inserted {
+        Ok(rows) => rows,
+        Err(existing) => return Err(StoreError::DuplicateExternalRef(existing)),
+    };
     txn.audit(AuditRecord {
         purpose: Some(d.purpose.as_str().into()),
         deposit_id: Some(d.id.to_string()),
         groups: Some(d.groups.to_list()),
         ..record(&d.call, "ok")
     })?;
-    let mut created = Vec::with_capacity(d.codes.len());
-    for code in &d.codes {
-        created.push(insert_code(txn, &d.call, &row, code)?);
+    let mut created = Vec::with_capacity(codes.len());
+    for (c, row) in codes.iter().zip(rows) {
+        created.push(issued(txn, &d.call, c, row)?);
     }
     txn.meter(&d.call, "ok");
     Ok(created)
@@ -222,7 +229,9 @@ pub fn issue_code(
     if call.now >= dep.consent_expires {
         return Err(StoreError::Refused(ErrorCode::ConsentExpired));
     }
-    let created = insert_code(txn, call, &dep, code)?;
+    let c = code_row(call, &dep, code);
+    let row = txn.write().insert_code(&c)?;
+    let created = issued(txn, call, &c, row)?;
     txn.meter(call, "ok");
     Ok(Ok(created))
 }

@@ -32,9 +32,9 @@ fn count_guess(
 ) -> StoreResult<()> {
     let (next, suspend) = rules::count_guess(window, call.now.timestamp(), limits);
     if !suspend {
-        return txn.write().set_failure_window(funder, Some(&next));
+        return txn.set_failure_window(funder, Some(next));
     }
-    txn.write().set_failure_window(funder, None)?;
+    txn.set_failure_window(funder, None)?;
     super::tenants::set_state(
         txn,
         "system",
@@ -76,7 +76,7 @@ pub fn redeem(
     if !active {
         return refuse(txn, ErrorCode::TenantSuspended, base);
     }
-    let window = txn.read().failure_window(&funder)?;
+    let window = txn.failure_window(&funder)?;
     if let Some(secs) =
         rules::guessing_throttle(window.as_ref(), call.now.timestamp(), attempt.limits)
     {

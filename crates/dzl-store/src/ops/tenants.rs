@@ -60,7 +60,7 @@ pub fn set_state(
     t.state = state;
     save(txn, &t, now)?;
     if state == TenantState::Active {
-        txn.write().set_failure_window(id, None)?;
+        txn.set_failure_window(id, None)?;
     }
     txn.audit(AuditRecord {
         at: at(now),

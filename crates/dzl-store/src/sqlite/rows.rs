@@ -545,7 +545,11 @@ impl Tx for Connection {
         }
     }
 
-    fn insert_deposit(&mut self, d: &DepositInsert<'_>) -> StoreResult<Option<DepositId>> {
+    fn insert_deposit(
+        &mut self,
+        d: &DepositInsert<'_>,
+        codes: &[CodeInsert<'_>],
+    ) -> StoreResult<Result<Vec<i64>, DepositId>> {
         let c: &Connection = self;
         let row = d.row;
         let inserted = c
@@ -576,7 +580,7 @@ impl Tx for Connection {
                 .query_row(params![row.platform_id.as_str(), row.external_ref], |r| {
                     r.get(0)
                 })?;
-            return Ok(Some(DepositId::from_trusted(existing)));
+            return Ok(Err(DepositId::from_trusted(existing)));
         }
         c.prepare_cached(
             "INSERT INTO deposit_subjects (run, subject_index, deposit_id) VALUES (?1, ?2, ?3)",
@@ -603,7 +607,11 @@ impl Tx for Connection {
             d.identity_key.bytes,
             d.identity
         ])?;
-        Ok(None)
+        codes
+            .iter()
+            .map(|c| self.insert_code(c))
+            .collect::<StoreResult<_>>()
+            .map(Ok)
     }
 
     fn deposit(&mut self, id: &DepositId, _lock: Lock) -> StoreResult<Option<DepositRow>> {
