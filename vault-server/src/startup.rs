@@ -18,6 +18,47 @@ use crate::state::{system_clock, AppState, Clock};
 /// How often the server looks for key and tenant changes made by `dzlctl`.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 
+/// File handles kept out of the connection budget: the store's files or
+/// PostgreSQL connections (counted apart), the listener, the log, the
+/// runtime's own, with room to spare.
+pub const RESERVED_FILE_HANDLES: u64 = 256;
+
+/// Connections the server accepts at once, per worker, so that every
+/// connection the workers hold still leaves the store and the process the
+/// file handles they need: the soft RLIMIT_NOFILE, raised to the hard limit
+/// first when it is lower, less [`RESERVED_FILE_HANDLES`] and the store's
+/// connections. A configured `server.max_connections` above that is refused.
+pub fn connections_per_worker(settings: &Settings, workers: usize) -> anyhow::Result<usize> {
+    let soft = rlimit::increase_nofile_limit(u64::MAX)
+        .context("reading and raising the file-handle limit (RLIMIT_NOFILE)")?;
+    let reserved = RESERVED_FILE_HANDLES + u64::from(settings.store.pool_size);
+    let room = soft.saturating_sub(reserved);
+    let workers = workers.max(1);
+    anyhow::ensure!(
+        room >= workers as u64,
+        "the file-handle limit ({soft}) leaves no room for connections: raise RLIMIT_NOFILE above {}",
+        reserved + workers as u64
+    );
+    let total = match settings.server.max_connections {
+        0 => room,
+        n => {
+            anyhow::ensure!(
+                n as u64 <= room,
+                "server.max_connections is {n}, but the file-handle limit ({soft}) leaves room for {room}: lower it or raise RLIMIT_NOFILE"
+            );
+            n as u64
+        }
+    };
+    let per_worker = usize::try_from(total / workers as u64)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    log::info!(
+        "accepting at most {} connections ({workers} workers × {per_worker}; file-handle limit {soft})",
+        per_worker * workers
+    );
+    Ok(per_worker)
+}
+
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
@@ -103,18 +144,28 @@ impl Application {
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let per_worker = connections_per_worker(&settings, workers)?;
+        let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
         let server = HttpServer::new(move || crate::create_app(app_state.clone()))
             .on_connect(crate::tls::on_connect)
+            .workers(workers)
+            .max_connections(per_worker)
+            .client_request_timeout(request_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .tls_handshake_timeout(Duration::from_millis(
+                settings.server.tls_handshake_timeout_ms,
+            ))
             .shutdown_timeout(10);
-        let mut server = if settings.tls.enabled() {
+        let server = if settings.tls.enabled() {
             let config = crate::tls::server_config(&settings.tls)?;
             server.listen_rustls_0_23(listener, config)?
         } else {
             server.listen(listener)?
         };
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
         Ok(Application {
             port,
             server: server.run(),

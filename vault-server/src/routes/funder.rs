@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use dzl_store::admin::{wrapped, VaultKeys};
-use dzl_store::{DataKeyKind, RedeemAttempt, Redeemed, TenantKind, TenantState};
+use dzl_store::{DataKeyKind, RedeemAttempt, Redeemed, TenantState};
 use dzl_types::wire::{
     Consent, OutcomeRequest, Receipt, ReceiptBody, RedemptionRequest, RedemptionResponse,
 };
@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::{block, call, path_id, submit, State};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{admit, authenticate_only, parse_json, read_body, signed, Caller};
+use crate::extract::{admit, parse_json, Authenticated, Caller, Funder, Signed};
 use crate::limits::FailureVerdict;
 
 const OPERATION: &str = "redemption.create";
@@ -22,10 +22,9 @@ const GUESSING_REASON: &str = "automatic: too many redemptions of unknown codes 
 pub async fn redeem(
     state: State,
     req: HttpRequest,
-    payload: web::Payload,
+    signed: Authenticated<Funder>,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate_only(&state, &req, &body, TenantKind::Funder).await?;
+    let (body, caller) = signed.into_parts();
     match redeem_checked(&state, &req, &body, &caller).await {
         Ok(resp) => {
             state.metrics.redemption("ok");
@@ -211,9 +210,9 @@ pub async fn report_outcome(
     state: State,
     req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Funder>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Funder).await?;
+    let (body, caller) = signed.into_parts();
     let redemption = path_id(&path, RedemptionId::parse, ErrorCode::RedemptionNotFound)?;
     let o: OutcomeRequest = parse_json(&req, &body)?;
     let c = call(&state, &caller.tenant.id, "outcome.report");

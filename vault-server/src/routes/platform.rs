@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{block, call, path_id, submit, State};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, signed};
+use crate::extract::{parse_json, Platform, Signed};
 use crate::state::{AppState, Loaded, Tenant};
 
 /// The funder of a grant: a known, active funder entitled to `scopes`.
@@ -143,9 +143,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Vec<u8>> {
 pub async fn create_deposit(
     state: State,
     req: HttpRequest,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (body, caller) = signed.into_parts();
     let d: DepositRequest = parse_json(&req, &body)?;
     let now = state.now();
     let skew = chrono::Duration::seconds(state.settings.limits.max_skew_seconds);
@@ -279,9 +279,9 @@ pub async fn issue_code(
     state: State,
     req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (body, caller) = signed.into_parts();
     let deposit = path_id(&path, DepositId::parse, ErrorCode::DepositNotFound)?;
     let r: IssueCodeRequest = parse_json(&req, &body)?;
     // The purpose is the deposit's, so the store checks it against these.
@@ -297,11 +297,10 @@ pub async fn issue_code(
 /// `GET /v1/codes/{code_id}`.
 pub async fn code_status(
     state: State,
-    req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (_body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (_body, caller) = signed.into_parts();
     let code = path_id(&path, CodeId::parse, ErrorCode::CodeNotFound)?;
     let c = call(&state, &caller.tenant.id, "code.status");
     let status = block(&state, move |s| s.code_status(&c, &code)).await?;
@@ -318,9 +317,9 @@ pub async fn revoke_code(
     state: State,
     req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (body, caller) = signed.into_parts();
     let code = path_id(&path, CodeId::parse, ErrorCode::CodeNotFound)?;
     if !body.is_empty() {
         let Empty {} = parse_json(&req, &body)?;
@@ -333,11 +332,10 @@ pub async fn revoke_code(
 /// `DELETE /v1/deposits/{deposit_id}`: consent withdrawn.
 pub async fn erase_deposit(
     state: State,
-    req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (_body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (_body, caller) = signed.into_parts();
     let deposit = path_id(&path, DepositId::parse, ErrorCode::DepositNotFound)?;
     let c = call(&state, &caller.tenant.id, "deposit.erase");
     block(&state, move |s| s.erase_deposit(&c, &deposit)).await?;

@@ -1,0 +1,138 @@
+//! Hostile clients: slow bodies and heads, connection floods, invented
+//! methods, forged signatures, protocol errors. Each test holds one bound.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+fn addr(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_owned()
+}
+
+/// What a raw connection got: the bytes the server sent before it closed
+/// (or before `limit`), and when the answer began.
+struct Raw {
+    bytes: Vec<u8>,
+    answered_after: Option<Duration>,
+    closed: bool,
+}
+
+impl Raw {
+    fn status(&self) -> Option<u16> {
+        let text = String::from_utf8_lossy(&self.bytes);
+        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Sends `head`, then one byte of `drip` every `every` until the server
+/// answers and closes, the drip runs out, or `limit` passes.
+async fn drip(addr: &str, head: &[u8], drip: &[u8], every: Duration, limit: Duration) -> Raw {
+    let start = Instant::now();
+    let mut out = Raw {
+        bytes: Vec::new(),
+        answered_after: None,
+        closed: false,
+    };
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return out;
+    };
+    if s.write_all(head).await.is_err() {
+        out.closed = true;
+        return out;
+    }
+    let mut next = 0;
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(every);
+    while start.elapsed() < limit {
+        tokio::select! {
+            n = s.read(&mut buf) => match n {
+                Ok(0) | Err(_) => { out.closed = true; return out; }
+                Ok(n) => {
+                    out.answered_after.get_or_insert(start.elapsed());
+                    out.bytes.extend_from_slice(&buf[..n]);
+                }
+            },
+            _ = tick.tick() => {
+                if next < drip.len() {
+                    // A refused write means the server closed: read what it sent.
+                    if s.write_all(&drip[next..next + 1]).await.is_err() {
+                        next = drip.len();
+                    } else {
+                        next += 1;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn slow_deposit_head(addr: &str) -> Vec<u8> {
+    format!(
+        "POST /v1/deposits HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 65000\r\n\r\n{{"
+    )
+    .into_bytes()
+}
+
+/// Finding 1: a body sent a byte at a time no longer holds a connection.
+/// Every slow body is answered 408 `request_timeout` (problem+json) and
+/// closed at the deadline, more of them than the server accepts at once,
+/// while `/healthz` and signed deposits keep answering. Before the
+/// deadline existed these sockets were held for as long as they dripped.
+#[actix_web::test]
+async fn slow_bodies_are_cut_at_the_deadline_while_signed_traffic_keeps_answering() {
+    let mut opts = Options::default();
+    opts.settings.server.request_timeout_ms = 1000;
+    opts.settings.server.max_connections = 64;
+    let app = spawn_app_with(opts).await;
+    let a = addr(&app);
+    let slow: Vec<_> = (0..150)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                drip(
+                    &a,
+                    &slow_deposit_head(&a),
+                    &[b' '; 200],
+                    Duration::from_millis(100),
+                    Duration::from_secs(15),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // While they drip: liveness and signed deposits answer.
+    let mut worst = Duration::ZERO;
+    for i in 0..5 {
+        let t = Instant::now();
+        let r = app.anonymous().send("GET", "/healthz", b"").await.unwrap();
+        assert_eq!(r.status, 200);
+        let body = deposit_body(&format!("SLOW-{i}"), json!([]));
+        let r = app.post(&app.platform, "/v1/deposits", &body).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        worst = worst.max(t.elapsed());
+    }
+    assert!(
+        worst < Duration::from_secs(6),
+        "healthz + deposit took {worst:?}"
+    );
+    for s in slow {
+        let r = s.await.unwrap();
+        assert_eq!(r.status(), Some(408), "{}", r.text());
+        assert!(r.closed, "the connection stays open after 408");
+        let text = r.text();
+        assert!(
+            text.contains("application/problem+json") && text.contains("\"request_timeout\""),
+            "{text}"
+        );
+        assert!(r.answered_after.unwrap() < Duration::from_secs(10));
+    }
+}
