@@ -136,3 +136,92 @@ async fn slow_bodies_are_cut_at_the_deadline_while_signed_traffic_keeps_answerin
         assert!(r.answered_after.unwrap() < Duration::from_secs(10));
     }
 }
+
+/// Sends one request of raw bytes on a fresh connection and reads the
+/// answer until the server closes (or 5 s pass).
+async fn raw_request(addr: &str, bytes: &[u8]) -> Raw {
+    drip(
+        addr,
+        bytes,
+        b"",
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    )
+    .await
+}
+
+async fn metrics_text(app: &TestApp) -> String {
+    let r = app.anonymous().send("GET", "/metrics", b"").await.unwrap();
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).unwrap()
+}
+
+/// Finding 3: invented methods and paths do not grow `/metrics` or reach
+/// the log: a method outside the standard ones is labelled `other`, a path
+/// by its route pattern (`unmatched` when none matches).
+#[actix_web::test]
+async fn invented_methods_and_paths_grow_neither_metrics_nor_the_log() {
+    let app = spawn_app().await;
+    let a = addr(&app);
+    let marker = "QZXINVENTED";
+    crate::pii::watch(marker.as_bytes());
+    // Warm up the label sets an honest client produces.
+    for _ in 0..2 {
+        raw_request(
+            &a,
+            format!("{marker}0 /healthz HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        raw_request(
+            &a,
+            format!("GET /{marker}/0 HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    }
+    metrics_text(&app).await;
+    let before = metrics_text(&app).await;
+    for i in 0..200 {
+        let method = format!("{marker}{i}{}", "M".repeat(2000));
+        let r = raw_request(
+            &a,
+            format!("{method} /healthz HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(r.status().is_some(), "no answer: {}", r.text());
+        let r = raw_request(
+            &a,
+            format!(
+                "GET /{marker}/{i}/{} HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n",
+                "p".repeat(2000)
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status(), Some(404), "{}", r.text());
+    }
+    let after = metrics_text(&app).await;
+    assert!(
+        !after.contains(marker),
+        "an invented method or path is a label"
+    );
+    assert!(after.contains("method=\"other\""), "{after}");
+    assert_eq!(
+        before.lines().count(),
+        after.lines().count(),
+        "400 requests with invented methods and paths added metric series"
+    );
+    assert!(
+        after.len() < before.len() + 200,
+        "{} → {}",
+        before.len(),
+        after.len()
+    );
+    assert_eq!(
+        crate::pii::sightings(marker.as_bytes()),
+        0,
+        "an invented method or path reached the log"
+    );
+}
