@@ -225,3 +225,63 @@ async fn invented_methods_and_paths_grow_neither_metrics_nor_the_log() {
         "an invented method or path reached the log"
     );
 }
+
+/// Finding 6: a key the schemas do not define is not echoed: the answer
+/// points at the object holding it and says "unknown field", in every
+/// group and nested object, for an id number, a name or a phone as key.
+#[actix_web::test]
+async fn error_details_never_echo_a_client_chosen_key() {
+    let app = spawn_app().await;
+    let ok = || deposit_body("KEYS-1", json!([]));
+    let key_cases = [
+        ("/applicant", ID_NUMBER),
+        ("/applicant", NAME),
+        ("/device", PHONE),
+        ("/risk", ID_NUMBER),
+        ("/risk/features", NAME),
+        ("/risk/features", "ouyangjinsique"),
+        ("/consent", PHONE),
+        ("", NAME),
+    ];
+    for (parent, key) in key_cases {
+        let mut body = ok();
+        let target = if parent.is_empty() {
+            &mut body
+        } else {
+            body.pointer_mut(parent).unwrap()
+        };
+        target[key] = json!(1);
+        if parent == "/risk/features" {
+            target[key] = json!("x");
+        }
+        let r = app.post(&app.platform, "/v1/deposits", &body).await;
+        assert_problem(&r, 422, "validation_failed");
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(!text.contains(key), "{parent}: {text}");
+        assert_eq!(r.json()["field"], parent, "{text}");
+    }
+    // Grants, and the other bodies with objects.
+    let mut body = ok();
+    body["grants"] = json!([{"funder_id": app.funder.id, "scopes": ["risk"], PHONE: 1}]);
+    let r = app.post(&app.platform, "/v1/deposits", &body).await;
+    assert_problem(&r, 422, "validation_failed");
+    assert_eq!(r.json()["field"], "/grants/0");
+    let r = app
+        .post(
+            &app.funder,
+            "/v1/redemptions",
+            &json!({"code": "ac_x", "purpose": "drawdown", NAME: 1}),
+        )
+        .await;
+    assert_problem(&r, 422, "validation_failed");
+    assert_eq!(r.json()["field"], "");
+    let r = app
+        .post(
+            &app.operator,
+            "/v1/subject-access",
+            &json!({"id_type": "resident_id", "id_number": ID_NUMBER, PHONE: 1}),
+        )
+        .await;
+    assert_problem(&r, 422, "validation_failed");
+    assert!(!String::from_utf8_lossy(&r.body).contains(PHONE));
+}
