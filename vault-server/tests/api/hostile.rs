@@ -285,3 +285,47 @@ async fn error_details_never_echo_a_client_chosen_key() {
     assert_problem(&r, 422, "validation_failed");
     assert!(!String::from_utf8_lossy(&r.body).contains(PHONE));
 }
+
+/// Finding 7: `risk.features` reaches the funder digit for digit, or the
+/// deposit is refused: a repeated name and a number no 64-bit integer or
+/// double holds exactly are 422, like a repeated fixed field.
+#[actix_web::test]
+async fn risk_features_are_kept_exactly_or_refused() {
+    let app = spawn_app().await;
+    let grants = json!([{"funder_id": app.funder.id, "scopes": ["risk"]}]);
+    let body = |r: &str, features: &str| {
+        serde_json::to_string(&deposit_body(r, grants.clone()))
+            .unwrap()
+            .replace(r#"{"age_months":17,"income_ratio":0.42}"#, features)
+            .replace(r#"{"income_ratio":0.42,"age_months":17}"#, features)
+    };
+    let client = app.client(&app.platform);
+    for (i, features) in [
+        r#"{"big":123456789012345678901234567890}"#,
+        r#"{"tiny":0.1e-400}"#,
+        r#"{"a":1,"a":2}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let b = body(&format!("FEAT-BAD-{i}"), features);
+        assert!(b.contains(features), "{b}");
+        let r = client
+            .send("POST", "/v1/deposits", b.as_bytes())
+            .await
+            .unwrap();
+        assert_problem(&r, 422, "validation_failed");
+        assert_eq!(r.json()["field"], "/risk/features", "{features}");
+    }
+    let exact = r#"{"z_first":1e3,"ratio":0.10,"count":12345678901234567,"neg":-0,"small":5e-324}"#;
+    let r = client
+        .send("POST", "/v1/deposits", body("FEAT-OK", exact).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let code = r.json()["codes"][0]["code"].as_str().unwrap().to_owned();
+    let r = app.redeem(&app.funder, &code, "credit_application").await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains(&format!(r#""features":{exact}"#)), "{text}");
+}
