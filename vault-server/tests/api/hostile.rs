@@ -329,3 +329,41 @@ async fn risk_features_are_kept_exactly_or_refused() {
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains(&format!(r#""features":{exact}"#)), "{text}");
 }
+
+/// Finding 8: a name (and every free-text field) holds only characters
+/// that show: controls, bidirectional controls, zero-width characters,
+/// noncharacters and a BOM are refused, and so is a name that shows
+/// nothing. The probe saw each of these answered 201.
+#[actix_web::test]
+async fn names_refuse_invisible_and_bidirectional_characters() {
+    let app = spawn_app().await;
+    let bad = [
+        "欧阳\u{202e}金丝雀",
+        "欧阳\u{200f}金丝雀",
+        "欧阳\u{85}金丝雀",
+        "欧阳\u{9b}金丝雀",
+        "欧阳金丝雀\u{ffff}",
+        "\u{feff}欧阳金丝雀",
+        "\u{200b}",
+        "\u{301}",
+    ];
+    for (i, name) in bad.iter().enumerate() {
+        for field in ["name", "residence_address", "employer"] {
+            let mut body = deposit_body(&format!("UNI-{i}-{field}"), json!([]));
+            body["applicant"][field] = json!(name);
+            let r = app.post(&app.platform, "/v1/deposits", &body).await;
+            assert_problem(&r, 422, "validation_failed");
+            assert_eq!(r.json()["field"], format!("/applicant/{field}"), "{name:?}");
+        }
+    }
+    let mut body = deposit_body("UNI-model", json!([]));
+    body["device"]["model"] = json!("Pixel\u{202e}8");
+    let r = app.post(&app.platform, "/v1/deposits", &body).await;
+    assert_problem(&r, 422, "validation_failed");
+    assert_eq!(r.json()["field"], "/device/model");
+    // What a real name may hold still passes.
+    let mut body = deposit_body("UNI-ok", json!([]));
+    body["applicant"]["name"] = json!("阿卜杜拉·买买提");
+    let r = app.post(&app.platform, "/v1/deposits", &body).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
