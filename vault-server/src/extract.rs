@@ -129,7 +129,22 @@ fn app_state(req: &HttpRequest) -> ApiResult<web::Data<AppState>> {
         .ok_or_else(|| ApiError::internal("extractor", "no application state"))
 }
 
-/// The body under the deadline, then the signature and the tenant.
+/// Refusals that say the request's credentials were not good: counted per
+/// key id and source address ([`crate::throttle`]).
+fn is_authentication_failure(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::MissingSignature
+            | ErrorCode::InvalidSignature
+            | ErrorCode::StaleTimestamp
+            | ErrorCode::NonceReplayed
+            | ErrorCode::CertificateMismatch
+            | ErrorCode::InvalidHeader
+    )
+}
+
+/// The body under the deadline, then the source's failure budget, the
+/// signature and the tenant (failures counted), and the rate limit.
 async fn body_and_caller(
     req: HttpRequest,
     payload: Payload,
@@ -139,7 +154,34 @@ async fn body_and_caller(
     let state = app_state(&req)?;
     let deadline = Duration::from_millis(state.settings.server.request_timeout_ms);
     let body = read_body(&req, payload, deadline).await?;
-    let caller = authenticate_only(&state, &req, &body, kind).await?;
+    let source = req.peer_addr().map(|a| a.ip());
+    let now = state.now().timestamp();
+    if let Err(secs) = state.auth_throttle.check_source(source, now) {
+        return Err(ApiError::rate_limited(
+            secs,
+            "Too many failed authentications from this address; wait for the window to end",
+        ));
+    }
+    let caller = match authenticate_only(&state, &req, &body, kind).await {
+        Ok(caller) => caller,
+        Err(e) if is_authentication_failure(e.code()) => {
+            let tenant = state.loaded().ok().and_then(|l| {
+                let key_id = req.headers().get(HEADER_KEY_ID)?.to_str().ok()?;
+                l.by_key.get(key_id).map(|t| t.id.clone())
+            });
+            if let Err(secs) = state
+                .auth_throttle
+                .record(tenant.as_ref(), source, e.code(), now)
+            {
+                return Err(ApiError::rate_limited(
+                    secs,
+                    "Too many failed authentications under this key id; wait for the window to end",
+                ));
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     if metered {
         admit(&state, &caller).await?;
     }

@@ -143,8 +143,8 @@ impl Default for LimitSettings {
             failed_redemptions_per_minute: 50,
             failed_redemptions_per_hour: 500,
             max_skew_seconds: dzl_types::signing::MAX_SKEW_SECS,
-            auth_failures_per_key_per_minute: 20,
-            auth_failures_per_source_per_minute: 100,
+            auth_failures_per_key_per_minute: 60,
+            auth_failures_per_source_per_minute: 300,
         }
     }
 }

@@ -184,7 +184,8 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until stopped, reloading keys and tenants when they change.
+    /// Serves until stopped, reloading keys and tenants when they change
+    /// and auditing the failed authentications of each ended window.
     pub async fn run(self) -> std::io::Result<()> {
         let state = self.state.clone();
         let reloader = actix_web::rt::spawn(async move {
@@ -193,10 +194,29 @@ impl Application {
                 tick.tick().await;
                 let st = state.clone();
                 let _ = web::block(move || st.reload(false)).await;
+                audit_failed_authentications(&state, state.now().timestamp()).await;
             }
         });
         let result = self.server.await;
         reloader.abort();
+        // Windows still open are audited now rather than lost.
+        audit_failed_authentications(&self.state, i64::MAX).await;
         result
+    }
+}
+
+/// Audits every window of failed authentications that ended by `now`.
+async fn audit_failed_authentications(state: &web::Data<AppState>, now: i64) {
+    let closed = state.auth_throttle.take_closed(now);
+    if closed.is_empty() {
+        return;
+    }
+    let st = state.clone();
+    let result =
+        web::block(move || crate::throttle::audit_closed(&*st.store, &closed, st.now())).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::error!("auditing failed authentications: {e}"),
+        Err(e) => log::error!("auditing failed authentications: {e}"),
     }
 }

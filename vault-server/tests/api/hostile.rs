@@ -367,3 +367,104 @@ async fn names_refuse_invisible_and_bidirectional_characters() {
     let r = app.post(&app.platform, "/v1/deposits", &body).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// Finding 4: forged signatures are throttled per key id and per source
+/// address (429 with Retry-After once the minute's budget is spent), a
+/// valid signature under the attacked key id still passes, and each
+/// window becomes one audit entry with its count, not one per attempt.
+#[actix_web::test]
+async fn failed_authentications_are_throttled_and_audited_once_a_window() {
+    use dzl_sdk::{RawClient, Signer};
+    let mut opts = Options::default();
+    opts.settings.limits.auth_failures_per_key_per_minute = 5;
+    opts.settings.limits.auth_failures_per_source_per_minute = 12;
+    let app = spawn_app_with(opts).await;
+    let head = {
+        let state = app.state.clone();
+        off_rt(move || state.store.audit_head_seq()).unwrap()
+    };
+    let forged = RawClient::new(
+        app.base.clone(),
+        Some(Signer::new(app.platform.signer.key_id(), "not-the-secret")),
+    );
+    let body = serde_json::to_vec(&deposit_body("THROTTLE-1", json!([]))).unwrap();
+    for i in 0..8 {
+        let r = forged.send("POST", "/v1/deposits", &body).await.unwrap();
+        if i < 5 {
+            assert_problem(&r, 401, "invalid_signature");
+        } else {
+            assert_problem(&r, 429, "rate_limited");
+            let secs: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&secs), "{secs}");
+        }
+    }
+    // The tenant itself is not locked out by a forger.
+    let r = app
+        .post(
+            &app.platform,
+            "/v1/deposits",
+            &deposit_body("THROTTLE-2", json!([])),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // Four more failures naming no known key id spend the source's 12.
+    let unknown = RawClient::new(app.base.clone(), Some(Signer::new("k_nobody", "x")));
+    for _ in 0..4 {
+        let r = unknown.send("POST", "/v1/deposits", &body).await.unwrap();
+        assert_problem(&r, 401, "invalid_signature");
+    }
+    // Now everything signed from this address waits, valid or not.
+    let r = app
+        .post(
+            &app.funder,
+            "/v1/redemptions",
+            &json!({"code": "ac_x", "purpose": "drawdown"}),
+        )
+        .await;
+    assert_problem(&r, 429, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+    let r = app.anonymous().send("GET", "/healthz", b"").await.unwrap();
+    assert_eq!(r.status, 200, "unsigned routes are not throttled");
+
+    // The minute ends: one entry for the key id, one for the source.
+    app.advance(chrono::Duration::seconds(61));
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let state = app.state.clone();
+        entries = off_rt(move || state.store.audit_entries(head, 1000))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.record.operation == "authenticate")
+            .collect();
+        if entries.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(entries.len(), 2, "{entries:#?}");
+    let key = entries
+        .iter()
+        .find(|e| e.record.actor == app.platform.id)
+        .unwrap();
+    assert_eq!(key.record.result, "invalid_signature");
+    let detail = key.record.detail.as_deref().unwrap();
+    assert!(
+        detail.starts_with("8 failed authentications under this tenant's key id"),
+        "{detail}"
+    );
+    let source = entries.iter().find(|e| e.record.actor == "system").unwrap();
+    let detail = source.record.detail.as_deref().unwrap();
+    assert!(
+        detail.starts_with("4 failed authentications from 127.0.0.1"),
+        "{detail}"
+    );
+    // A new window: the address may try again.
+    let r = app
+        .post(
+            &app.platform,
+            "/v1/deposits",
+            &deposit_body("THROTTLE-3", json!([])),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
