@@ -594,6 +594,9 @@ impl SqliteStore {
         )?;
         let reader = open_connection(dir)?;
         let checkpoint_conn = open_connection(dir)?;
+        // SQLite creates files 0644 and gives a new -wal or -shm its
+        // database's mode: owner-only from here on.
+        restrict_files(dir);
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let restarts = Arc::new(Restarts::default());
         let wanted = restarts.clone();
@@ -1090,6 +1093,23 @@ fn restrict_dir(dir: &Path) {
 
 #[cfg(not(unix))]
 fn restrict_dir(_dir: &Path) {}
+
+/// Makes every file of the data directory readable by its owner only.
+#[cfg(unix)]
+fn restrict_files(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_file()) {
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            log::warn!("could not restrict {} to mode 0600: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_files(_dir: &Path) {}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
