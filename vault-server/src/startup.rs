@@ -101,7 +101,10 @@ fn open_store(
     }
     let dir = settings.store.data_dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let lock = std::fs::OpenOptions::new()
+    let mut lock = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut lock, 0o600);
+    let lock = lock
         .create(true)
         .truncate(false)
         .write(true)

@@ -468,3 +468,36 @@ async fn failed_authentications_are_throttled_and_audited_once_a_window() {
         .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// Finding 9: every file of the data directory is the owner's only
+/// (vault.db, identity.db, their -wal and -shm, server.lock); they were
+/// 0644 in a 0700 directory.
+#[cfg(unix)]
+#[actix_web::test]
+async fn the_data_directorys_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    if app._database.is_some() {
+        eprintln!("SKIPPED: file modes are SQLite's; this run is on PostgreSQL");
+        return;
+    }
+    app.deposit("MODES-1", &["applicant"], 600).await;
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(app._dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+        seen.push(name);
+    }
+    seen.sort();
+    for f in [
+        "identity.db",
+        "identity.db-wal",
+        "server.lock",
+        "vault.db",
+        "vault.db-wal",
+    ] {
+        assert!(seen.iter().any(|s| s == f), "{f} missing from {seen:?}");
+    }
+}
