@@ -11,6 +11,7 @@
 //!   body: logs carry route patterns, statuses and ids; errors carry the
 //!   rule that failed, never the value.
 
+pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod extract;

@@ -6,11 +6,12 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use anyhow::Context as _;
 use dzl_crypto::RootKey;
 use dzl_store::{SqliteStore, Store};
 
+use crate::conn::Guarded;
 use crate::limits::Guards;
 use crate::settings::Settings;
 use crate::state::{system_clock, AppState, Clock};
@@ -126,6 +127,76 @@ fn open_store(
     Ok((Arc::new(store), Guards::local(&settings.limits), Some(lock)))
 }
 
+/// How long a connection may go from the first byte of a request to the
+/// first byte of its answer, in request deadlines: one for the head, one
+/// for the body, two for the work ([`crate::conn`]).
+pub const ANSWER_DEADLINE_FACTOR: u32 = 4;
+
+/// Serves the app on `listener`: plain HTTP/1.1, or TLS when configured,
+/// each connection's stream [`Guarded`] by the answer deadline.
+fn listen(
+    builder: actix_server::ServerBuilder,
+    listener: TcpListener,
+    settings: &Settings,
+    state: web::Data<AppState>,
+) -> anyhow::Result<actix_server::ServerBuilder> {
+    use actix_http::HttpService;
+    use actix_service::{fn_service, map_config, ServiceFactoryExt as _};
+    use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+    use actix_web::dev::AppConfig;
+    use actix_web::rt::net::TcpStream;
+
+    let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
+    let answer = request_timeout * ANSWER_DEADLINE_FACTOR;
+    let http = move || {
+        HttpService::<Guarded<TcpStream>, _, _, _, _>::build()
+            .client_request_timeout(request_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+    };
+    let app = move |state: &web::Data<AppState>| {
+        map_config(crate::create_app(state.clone()), |_| AppConfig::default())
+    };
+    if !settings.tls.enabled() {
+        return Ok(builder.listen("dzl-vault", listener, move || {
+            fn_service(move |io: TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok((Guarded::new(io, answer), peer)))
+            })
+            .and_then(http().h1(app(&state)))
+        })?);
+    }
+    let config = crate::tls::server_config(&settings.tls)?;
+    let mut acceptor = Acceptor::new(config);
+    acceptor.set_handshake_timeout(Duration::from_millis(
+        settings.server.tls_handshake_timeout_ms,
+    ));
+    Ok(builder.listen("dzl-vault-tls", listener, move || {
+        acceptor
+            .clone()
+            .map_err(|e| match e {
+                actix_tls::accept::TlsError::Tls(e) => actix_http::error::DispatchError::Io(e),
+                actix_tls::accept::TlsError::Timeout => actix_http::error::DispatchError::Io(
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"),
+                ),
+                actix_tls::accept::TlsError::Service(never) => match never {},
+            })
+            .map(move |io: TlsStream<TcpStream>| {
+                let peer = io.get_ref().0.peer_addr().ok();
+                (Guarded::new(io, answer), peer)
+            })
+            .and_then(
+                HttpService::<Guarded<TlsStream<TcpStream>>, _, _, _, _>::build()
+                    .client_request_timeout(request_timeout)
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .secure()
+                    .on_connect_ext(|io: &Guarded<TlsStream<TcpStream>>, data: &mut _| {
+                        crate::tls::on_connect(io.get_ref(), data)
+                    })
+                    .h1(app(&state)),
+            )
+    })?)
+}
+
 impl Application {
     /// Opens the store in `settings.store.data_dir` and binds `settings.server.bind`.
     pub fn build(settings: Settings, root: RootKey) -> anyhow::Result<Self> {
@@ -146,32 +217,19 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.bind)
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
-        let app_state = state.clone();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         let per_worker = connections_per_worker(&settings, workers)?;
-        let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
-        let server = HttpServer::new(move || crate::create_app(app_state.clone()))
-            .on_connect(crate::tls::on_connect)
+        let builder = actix_server::Server::build()
             .workers(workers)
-            .max_connections(per_worker)
-            .client_request_timeout(request_timeout)
-            .client_disconnect_timeout(Duration::from_secs(1))
-            .tls_handshake_timeout(Duration::from_millis(
-                settings.server.tls_handshake_timeout_ms,
-            ))
+            .max_concurrent_connections(per_worker)
             .shutdown_timeout(10);
-        let server = if settings.tls.enabled() {
-            let config = crate::tls::server_config(&settings.tls)?;
-            server.listen_rustls_0_23(listener, config)?
-        } else {
-            server.listen(listener)?
-        };
+        let server = listen(builder, listener, &settings, state.clone())?.run();
         Ok(Application {
             port,
-            server: server.run(),
+            server,
             state,
             _lock: lock,
         })

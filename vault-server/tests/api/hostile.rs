@@ -19,6 +19,7 @@ struct Raw {
     bytes: Vec<u8>,
     answered_after: Option<Duration>,
     closed: bool,
+    elapsed: Duration,
 }
 
 impl Raw {
@@ -39,6 +40,7 @@ async fn drip(addr: &str, head: &[u8], drip: &[u8], every: Duration, limit: Dura
         bytes: Vec::new(),
         answered_after: None,
         closed: false,
+        elapsed: Duration::ZERO,
     };
     let Ok(mut s) = TcpStream::connect(addr).await else {
         return out;
@@ -53,7 +55,11 @@ async fn drip(addr: &str, head: &[u8], drip: &[u8], every: Duration, limit: Dura
     while start.elapsed() < limit {
         tokio::select! {
             n = s.read(&mut buf) => match n {
-                Ok(0) | Err(_) => { out.closed = true; return out; }
+                Ok(0) | Err(_) => {
+                    out.closed = true;
+                    out.elapsed = start.elapsed();
+                    return out;
+                }
                 Ok(n) => {
                     out.answered_after.get_or_insert(start.elapsed());
                     out.bytes.extend_from_slice(&buf[..n]);
@@ -71,6 +77,7 @@ async fn drip(addr: &str, head: &[u8], drip: &[u8], every: Duration, limit: Dura
             }
         }
     }
+    out.elapsed = start.elapsed();
     out
 }
 
@@ -500,4 +507,127 @@ async fn the_data_directorys_files_are_owner_only() {
     ] {
         assert!(seen.iter().any(|s| s == f), "{f} missing from {seen:?}");
     }
+}
+
+/// Beyond the nine: actix-http's head deadline covers only the first
+/// request of a connection, and it drains a chunked body its handler
+/// stopped reading for as long as it comes. The connection guard
+/// (`conn.rs`) answers or closes within four request deadlines of the
+/// first unanswered byte: a second head sent a byte at a time, and a
+/// chunked body dripped past its 408, are both cut. Before the guard both
+/// connections were still open after 12 s.
+#[actix_web::test]
+async fn slow_heads_after_the_first_request_and_drained_bodies_are_cut() {
+    let mut opts = Options::default();
+    opts.settings.server.request_timeout_ms = 1000;
+    let app = spawn_app_with(opts).await;
+    let a = addr(&app);
+    let answer = Duration::from_millis(4 * 1000);
+    let drip_head: Vec<u8> = b"X-Slow: 1\r\n".repeat(40);
+    let first = format!("GET /healthz HTTP/1.1\r\nHost: {a}\r\n\r\nGET /healthz HTTP/1.1\r\n");
+    let chunked = format!(
+        "POST /v1/deposits HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let drip_chunks = b"1\r\n \r\n".repeat(80);
+    let (keep_alive, drained) = tokio::join!(
+        drip(
+            &a,
+            first.as_bytes(),
+            &drip_head,
+            Duration::from_millis(100),
+            Duration::from_secs(12)
+        ),
+        drip(
+            &a,
+            chunked.as_bytes(),
+            &drip_chunks,
+            Duration::from_millis(50),
+            Duration::from_secs(12)
+        ),
+    );
+    assert!(
+        keep_alive.closed,
+        "the keep-alive connection was held: {}",
+        keep_alive.text()
+    );
+    assert_eq!(
+        keep_alive.status(),
+        Some(200),
+        "the first request was answered"
+    );
+    assert_eq!(drained.status(), Some(408), "{}", drained.text());
+    assert!(
+        drained.closed,
+        "the drained connection was held: {}",
+        drained.text()
+    );
+    // Closed within the answer deadline (plus the 408's own deadline).
+    let margin = Duration::from_millis(1500);
+    assert!(
+        keep_alive.elapsed < answer + margin,
+        "{:?}",
+        keep_alive.elapsed
+    );
+    assert!(
+        drained.elapsed < Duration::from_millis(1000) + answer + margin,
+        "{:?}",
+        drained.elapsed
+    );
+}
+
+/// Finding 9: protocol errors. actix-http answers them itself, before any
+/// service of ours runs and with no hook to shape the answer: 400 (or 431
+/// for too many or too large headers) with an empty body and
+/// `connection: close`. What holds: the answer is immediate, the
+/// connection is closed, nothing is stored, and the server answers the
+/// next request.
+#[actix_web::test]
+async fn protocol_errors_are_refused_and_closed_before_anything_runs() {
+    let app = spawn_app().await;
+    let a = addr(&app);
+    let h = format!("Host: {a}\r\nContent-Type: application/json\r\n");
+    let body = serde_json::to_string(&deposit_body("PROTO-1", json!([]))).unwrap();
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(&str, String, u16)> = vec![
+        (
+            "two Content-Length",
+            format!("POST /v1/deposits HTTP/1.1\r\n{h}Content-Length: {}\r\nContent-Length: 1\r\n\r\n{body}", body.len()),
+            400,
+        ),
+        (
+            "Content-Length with chunked",
+            format!("POST /v1/deposits HTTP/1.1\r\n{h}Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}", body.len()),
+            400,
+        ),
+        ("too many headers", format!("GET /healthz HTTP/1.1\r\n{h}{many}\r\n"), 431),
+        (
+            "a head over 128 KiB",
+            format!("GET /healthz HTTP/1.1\r\n{h}X-Big: {}\r\n\r\n", "a".repeat(140_000)),
+            431,
+        ),
+        ("a malformed request line", "GET  /healthz HTTP/1.1 x\r\n\r\n".to_owned(), 400),
+    ];
+    for (what, request, status) in cases {
+        let r = raw_request(&a, request.as_bytes()).await;
+        assert_eq!(r.status(), Some(status), "{what}: {}", r.text());
+        assert!(r.closed, "{what}: left open");
+        assert!(r.answered_after.unwrap() < Duration::from_secs(1), "{what}");
+        let text = r.text().to_ascii_lowercase();
+        assert!(
+            text.contains("connection: close") && text.contains("content-length: 0"),
+            "{what}: {text}"
+        );
+    }
+    let r = app.anonymous().send("GET", "/healthz", b"").await.unwrap();
+    assert_eq!(r.status, 200);
+    let state = app.state.clone();
+    let stored = off_rt(move || state.store.audit_head_seq()).unwrap();
+    let state = app.state.clone();
+    let entries = off_rt(move || state.store.audit_entries(0, 1000)).unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.record.operation != "deposit.create"),
+        "a malformed request was stored ({stored} entries)"
+    );
 }
