@@ -281,3 +281,24 @@ async fn audit_failed_authentications(state: &web::Data<AppState>, now: i64) {
         Err(e) => log::error!("auditing failed authentications: {e}"),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_stay_below_the_file_handle_limit() {
+        let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+        let mut settings = Settings::default();
+        let per_worker = connections_per_worker(&settings, 4).unwrap();
+        assert!((per_worker * 4) as u64 <= soft - RESERVED_FILE_HANDLES - 16);
+        settings.server.max_connections = 100;
+        assert_eq!(connections_per_worker(&settings, 4).unwrap(), 25);
+        settings.server.max_connections = usize::try_from(soft).unwrap();
+        let e = connections_per_worker(&settings, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.max_connections"), "{e}");
+    }
+}
