@@ -1,7 +1,8 @@
 //! The front door of every `/v1/` route, in the order the OpenAPI document
-//! states: body size (413) and deadline (408) → signature (401) → tenant
-//! state and kind (403) → rate limit (429) → media type (415) → JSON syntax
-//! (400) → schema (422). [`Signed`] and [`Authenticated`] are the
+//! states: body size (413) and deadline (408) → the source address's budget
+//! of failed authentications (429) → signature (401; 429 past the key id's
+//! budget) → tenant state and kind (403) → rate limit (429) → media type
+//! (415) → JSON syntax (400) → schema (422). [`Signed`] and [`Authenticated`] are the
 //! extractors that run it up to the rate limit; handlers parse with
 //! [`parse_json`].
 
