@@ -509,7 +509,8 @@ async fn the_data_directorys_files_are_owner_only() {
     }
 }
 
-/// Beyond the nine: actix-http's head deadline covers only the first
+/// Slow heads. The first request's head is cut by actix-http's deadline
+/// (408, empty body). Beyond the nine: that deadline covers only the first
 /// request of a connection, and it drains a chunked body its handler
 /// stopped reading for as long as it comes. The connection guard
 /// (`conn.rs`) answers or closes within four request deadlines of the
@@ -529,7 +530,15 @@ async fn slow_heads_after_the_first_request_and_drained_bodies_are_cut() {
         "POST /v1/deposits HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
     let drip_chunks = b"1\r\n \r\n".repeat(80);
-    let (keep_alive, drained) = tokio::join!(
+    let first_head = format!("GET /healthz HTTP/1.1\r\nHost: {a}\r\n");
+    let (first_slow, keep_alive, drained) = tokio::join!(
+        drip(
+            &a,
+            first_head.as_bytes(),
+            &drip_head,
+            Duration::from_millis(100),
+            Duration::from_secs(12)
+        ),
         drip(
             &a,
             first.as_bytes(),
@@ -545,6 +554,9 @@ async fn slow_heads_after_the_first_request_and_drained_bodies_are_cut() {
             Duration::from_secs(12)
         ),
     );
+    // The first head: actix-http's own deadline, 408 with an empty body.
+    assert_eq!(first_slow.status(), Some(408), "{}", first_slow.text());
+    assert!(first_slow.closed && first_slow.elapsed < Duration::from_millis(2500));
     assert!(
         keep_alive.closed,
         "the keep-alive connection was held: {}",
