@@ -90,9 +90,10 @@ impl Kind for Operator {
 }
 
 /// A request of a tenant of kind `K` whose signature, pin, nonce, state and
-/// kind were checked, and that its rate limit admitted: the caller and the
-/// body it signed.
-pub struct Signed<K> {
+/// kind were checked, and, when `METERED`, that its rate limit admitted:
+/// the caller and the body it signed. Handlers take [`Signed`] or
+/// [`Authenticated`].
+pub struct Checked<K, const METERED: bool> {
     /// The signed body (at most [`MAX_BODY`]).
     pub body: web::Bytes,
     /// Who signed it.
@@ -100,24 +101,14 @@ pub struct Signed<K> {
     kind: PhantomData<K>,
 }
 
-impl<K> Signed<K> {
-    /// The body and the caller.
-    pub fn into_parts(self) -> (web::Bytes, Caller) {
-        (self.body, self.caller)
-    }
-}
+/// A signed request its tenant's rate limit admitted.
+pub type Signed<K> = Checked<K, true>;
 
-/// As [`Signed`], but not yet admitted by the rate limit: for the route
-/// that audits its refusals (redemptions), which calls [`admit`] itself.
-pub struct Authenticated<K> {
-    /// The signed body (at most [`MAX_BODY`]).
-    pub body: web::Bytes,
-    /// Who signed it.
-    pub caller: Caller,
-    kind: PhantomData<K>,
-}
+/// A signed request not yet admitted by the rate limit: for the route that
+/// audits its refusals (redemptions), which calls [`admit`] itself.
+pub type Authenticated<K> = Checked<K, false>;
 
-impl<K> Authenticated<K> {
+impl<K, const METERED: bool> Checked<K, METERED> {
     /// The body and the caller.
     pub fn into_parts(self) -> (web::Bytes, Caller) {
         (self.body, self.caller)
@@ -189,32 +180,15 @@ async fn body_and_caller(
     Ok((body, caller))
 }
 
-impl<K: Kind> FromRequest for Signed<K> {
+impl<K: Kind, const METERED: bool> FromRequest for Checked<K, METERED> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, ApiResult<Self>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let fut = body_and_caller(req.clone(), payload.take(), K::KIND, true);
+        let fut = body_and_caller(req.clone(), payload.take(), K::KIND, METERED);
         Box::pin(async move {
             let (body, caller) = fut.await?;
-            Ok(Signed {
-                body,
-                caller,
-                kind: PhantomData,
-            })
-        })
-    }
-}
-
-impl<K: Kind> FromRequest for Authenticated<K> {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, ApiResult<Self>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let fut = body_and_caller(req.clone(), payload.take(), K::KIND, false);
-        Box::pin(async move {
-            let (body, caller) = fut.await?;
-            Ok(Authenticated {
+            Ok(Checked {
                 body,
                 caller,
                 kind: PhantomData,
