@@ -172,8 +172,9 @@ pub enum Error {
     },
     /// The vault could not read the request at all (`malformed_json`,
     /// `invalid_header`, `unsupported_media_type`, `not_found`,
-    /// `method_not_allowed`): a wrong base URL, or an SDK that does not match
-    /// the vault's API version.
+    /// `method_not_allowed`, `request_timeout`): a wrong base URL, an SDK
+    /// that does not match the vault's API version, or a body that did not
+    /// arrive in time.
     #[error("request not understood ({code}, HTTP {status}): {detail}")]
     BadRequest {
         /// The problem code.
@@ -348,7 +349,8 @@ impl Error {
             | C::InvalidHeader
             | C::UnsupportedMediaType
             | C::NotFound
-            | C::MethodNotAllowed => Error::BadRequest {
+            | C::MethodNotAllowed
+            | C::RequestTimeout => Error::BadRequest {
                 code: known,
                 status,
                 detail,

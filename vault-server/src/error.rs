@@ -17,6 +17,7 @@ pub struct ApiError {
     retry_after: Option<u64>,
     allow: Option<String>,
     deposit_id: Option<String>,
+    close: bool,
 }
 
 impl ApiError {
@@ -29,7 +30,15 @@ impl ApiError {
             retry_after: None,
             allow: None,
             deposit_id: None,
+            close: false,
         }
+    }
+
+    /// Closes the connection after the answer: the body was not read to
+    /// its end, so nothing after it on the connection can be trusted.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// A 405 naming the methods the resource has.
@@ -156,6 +165,9 @@ impl ResponseError for ApiError {
         resp.insert_header((header::CACHE_CONTROL, "no-store"));
         if let Some(allow) = &self.allow {
             resp.insert_header((header::ALLOW, allow.as_str()));
+        }
+        if self.close {
+            resp.force_close();
         }
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));

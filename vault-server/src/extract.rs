@@ -1,14 +1,22 @@
 //! The front door of every `/v1/` route, in the order the OpenAPI document
-//! states: body size (413) → signature (401) → tenant state and kind (403)
-//! → rate limit (429) → media type (415) → JSON syntax (400) → schema (422).
+//! states: body size (413) and deadline (408) → the source address's budget
+//! of failed authentications (429) → signature (401; 429 past the key id's
+//! budget) → tenant state and kind (403) → rate limit (429) → media type
+//! (415) → JSON syntax (400) → schema (422). [`Signed`] and [`Authenticated`] are the
+//! extractors that run it up to the rate limit; handlers parse with
+//! [`parse_json`].
 
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest};
 use dzl_store::{TenantKind, TenantState};
 use dzl_types::signing::{self, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use dzl_types::ErrorCode;
+use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
@@ -18,40 +26,175 @@ use crate::state::{AppState, Loaded, NotReady, Tenant};
 /// Largest accepted body.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Reads the body, refusing more than 64 KiB (413) before reading it all.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> ApiResult<web::Bytes> {
+/// Reads the body, refusing more than 64 KiB (413) before reading it all,
+/// and a body not received within `deadline` (408; the connection is then
+/// closed, so a client that sends a byte a second holds it no longer).
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: Payload,
+    deadline: Duration,
+) -> ApiResult<web::Bytes> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(ApiError::new(ErrorCode::PayloadTooLarge));
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge).closing());
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::with_detail(ErrorCode::MalformedJson, "The body could not be read")
-        })?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(ApiError::new(ErrorCode::PayloadTooLarge));
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::with_detail(ErrorCode::MalformedJson, "The body could not be read")
+                    .closing()
+            })?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(ApiError::new(ErrorCode::PayloadTooLarge).closing());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body.freeze())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(body) => body,
+        Err(_) => Err(ApiError::with_detail(
+            ErrorCode::RequestTimeout,
+            format!("The body did not arrive within {} ms", deadline.as_millis()),
+        )
+        .closing()),
     }
-    Ok(body.freeze())
 }
 
-/// The front door of a signed route: the body (413), then the caller
-/// (401, 403, 429).
-pub async fn signed(
-    state: &AppState,
-    req: &HttpRequest,
-    payload: web::Payload,
+/// The kind of tenant a route serves, as a type: `Signed<Platform>`.
+pub trait Kind: 'static {
+    /// The tenant kind.
+    const KIND: TenantKind;
+}
+
+/// Platforms: deposits and their codes.
+pub struct Platform;
+/// Funders: redemptions and outcomes.
+pub struct Funder;
+/// The bureau's operators: subject access.
+pub struct Operator;
+
+impl Kind for Platform {
+    const KIND: TenantKind = TenantKind::Platform;
+}
+impl Kind for Funder {
+    const KIND: TenantKind = TenantKind::Funder;
+}
+impl Kind for Operator {
+    const KIND: TenantKind = TenantKind::Operator;
+}
+
+/// A request of a tenant of kind `K` whose signature, pin, nonce, state and
+/// kind were checked, and, when `METERED`, that its rate limit admitted:
+/// the caller and the body it signed. Handlers take [`Signed`] or
+/// [`Authenticated`].
+pub struct Checked<K, const METERED: bool> {
+    /// The signed body (at most [`MAX_BODY`]).
+    pub body: web::Bytes,
+    /// Who signed it.
+    pub caller: Caller,
+    kind: PhantomData<K>,
+}
+
+/// A signed request its tenant's rate limit admitted.
+pub type Signed<K> = Checked<K, true>;
+
+/// A signed request not yet admitted by the rate limit: for the route that
+/// audits its refusals (redemptions), which calls [`admit`] itself.
+pub type Authenticated<K> = Checked<K, false>;
+
+impl<K, const METERED: bool> Checked<K, METERED> {
+    /// The body and the caller.
+    pub fn into_parts(self) -> (web::Bytes, Caller) {
+        (self.body, self.caller)
+    }
+}
+
+fn app_state(req: &HttpRequest) -> ApiResult<web::Data<AppState>> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("extractor", "no application state"))
+}
+
+/// Refusals that say the request's credentials were not good: counted per
+/// key id and source address ([`crate::throttle`]).
+fn is_authentication_failure(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::MissingSignature
+            | ErrorCode::InvalidSignature
+            | ErrorCode::StaleTimestamp
+            | ErrorCode::NonceReplayed
+            | ErrorCode::CertificateMismatch
+            | ErrorCode::InvalidHeader
+    )
+}
+
+/// The body under the deadline, then the source's failure budget, the
+/// signature and the tenant (failures counted), and the rate limit.
+async fn body_and_caller(
+    req: HttpRequest,
+    payload: Payload,
     kind: TenantKind,
+    metered: bool,
 ) -> ApiResult<(web::Bytes, Caller)> {
-    let body = read_body(req, payload).await?;
-    let caller = authenticate(state, req, &body, kind).await?;
+    let state = app_state(&req)?;
+    let deadline = Duration::from_millis(state.settings.server.request_timeout_ms);
+    let body = read_body(&req, payload, deadline).await?;
+    let source = req.peer_addr().map(|a| a.ip());
+    let now = state.now().timestamp();
+    if let Err(secs) = state.auth_throttle.check_source(source, now) {
+        return Err(ApiError::rate_limited(
+            secs,
+            "Too many failed authentications from this address; wait for the window to end",
+        ));
+    }
+    let caller = match authenticate_only(&state, &req, &body, kind).await {
+        Ok(caller) => caller,
+        Err(e) if is_authentication_failure(e.code()) => {
+            let tenant = state.loaded().ok().and_then(|l| {
+                let key_id = req.headers().get(HEADER_KEY_ID)?.to_str().ok()?;
+                l.by_key.get(key_id).map(|t| t.id.clone())
+            });
+            if let Err(secs) = state
+                .auth_throttle
+                .record(tenant.as_ref(), source, e.code(), now)
+            {
+                return Err(ApiError::rate_limited(
+                    secs,
+                    "Too many failed authentications under this key id; wait for the window to end",
+                ));
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    if metered {
+        admit(&state, &caller).await?;
+    }
     Ok((body, caller))
+}
+
+impl<K: Kind, const METERED: bool> FromRequest for Checked<K, METERED> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, ApiResult<Self>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let fut = body_and_caller(req.clone(), payload.take(), K::KIND, METERED);
+        Box::pin(async move {
+            let (body, caller) = fut.await?;
+            Ok(Checked {
+                body,
+                caller,
+                kind: PhantomData,
+            })
+        })
+    }
 }
 
 /// An authenticated caller.
@@ -84,18 +227,6 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> ApiResult<Option<&'a str>> {
     }
 }
 
-/// [`authenticate`], then the tenant's rate limit.
-pub async fn authenticate(
-    state: &AppState,
-    req: &HttpRequest,
-    body: &[u8],
-    kind: TenantKind,
-) -> ApiResult<Caller> {
-    let caller = authenticate_only(state, req, body, kind).await?;
-    admit(state, &caller).await?;
-    Ok(caller)
-}
-
 /// Takes one request token from the caller's bucket, or 429.
 pub async fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
     let now = state.now().timestamp_millis() as f64 / 1000.0;
@@ -106,7 +237,7 @@ pub async fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
         .map_err(|secs| ApiError::rate_limited(secs, "The tenant's request rate limit is exceeded"))
 }
 
-/// Checks the request signature (DESIGN §4), the client certificate of a
+/// Checks the request signature, the client certificate of a
 /// pinned tenant, the nonce, and the tenant's state and kind.
 pub async fn authenticate_only(
     state: &AppState,

@@ -11,6 +11,7 @@
 //!   body: logs carry route patterns, statuses and ids; errors carry the
 //!   rule that failed, never the value.
 
+pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod extract;
@@ -22,6 +23,7 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod throttle;
 pub mod tls;
 
 use std::time::Instant;
@@ -138,11 +140,11 @@ pub fn create_app(
                     .request()
                     .match_pattern()
                     .unwrap_or_else(|| "unmatched".into());
-                let method = res.request().method().as_str().to_owned();
+                let method = metrics::method_label(res.request().method());
                 let status = res.status().as_u16();
                 let secs = start.elapsed().as_secs_f64();
                 if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
-                    state.metrics.observe(&method, &route, status, secs);
+                    state.metrics.observe(method, &route, status, secs);
                 }
                 log::info!("{method} {route} {status} {:.1}ms", secs * 1000.0);
                 Ok(res)

@@ -1,12 +1,32 @@
 //! Prometheus metrics, hand-rolled over atomics and small maps: requests by
 //! route pattern and status, latency histograms by route, redemptions by
-//! result, the active key version. Labels are route patterns and problem
-//! codes only — never ids, never personal data.
+//! result, the active key version. Labels are route patterns, problem codes
+//! and the HTTP methods of [`method_label`] only — never ids, never
+//! personal data, never text a client chose, so the label sets are bounded.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
+
+/// The metrics and log label of a request's method: the standard methods
+/// by name, any other as `other` (a client can invent any number of
+/// methods, each as long as the request head allows).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
 
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

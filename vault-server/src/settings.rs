@@ -35,6 +35,16 @@ pub struct ServerSettings {
     pub bind: String,
     /// Worker threads (0: one per core).
     pub workers: usize,
+    /// Longest a client may take to send a request's head, and again its
+    /// body, in milliseconds; past it the answer is 408 and the connection
+    /// is closed.
+    pub request_timeout_ms: u64,
+    /// Longest a TLS handshake may take, in milliseconds.
+    pub tls_handshake_timeout_ms: u64,
+    /// Connections served at once, over all workers (0: as many as the
+    /// file-handle limit leaves room for). Above that limit the server
+    /// refuses to start.
+    pub max_connections: usize,
 }
 
 /// Storage: SQLite in `data_dir` (the default), or PostgreSQL at `url`.
@@ -76,7 +86,7 @@ pub struct CodeSettings {
     pub max_ttl_seconds: u32,
 }
 
-/// Query monitoring (DESIGN §4 "Limits").
+/// Query monitoring: replay window, guessing and authentication-failure limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
@@ -86,6 +96,12 @@ pub struct LimitSettings {
     pub failed_redemptions_per_hour: u32,
     /// How far a request's timestamp may be from the clock, in seconds.
     pub max_skew_seconds: i64,
+    /// Failed authentications a minute under one key id before further
+    /// failures under it are answered 429.
+    pub auth_failures_per_key_per_minute: u32,
+    /// Failed authentications a minute from one source address before every
+    /// signed request from it is answered 429 until the minute ends.
+    pub auth_failures_per_source_per_minute: u32,
 }
 
 impl Default for ServerSettings {
@@ -93,6 +109,9 @@ impl Default for ServerSettings {
         ServerSettings {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
+            request_timeout_ms: 5000,
+            tls_handshake_timeout_ms: 3000,
+            max_connections: 0,
         }
     }
 }
@@ -124,6 +143,8 @@ impl Default for LimitSettings {
             failed_redemptions_per_minute: 50,
             failed_redemptions_per_hour: 500,
             max_skew_seconds: dzl_types::signing::MAX_SKEW_SECS,
+            auth_failures_per_key_per_minute: 60,
+            auth_failures_per_source_per_minute: 300,
         }
     }
 }
@@ -157,6 +178,15 @@ impl Settings {
             (1..=c.max_ttl_seconds).contains(&c.default_ttl_seconds),
             "codes.default_ttl_seconds must be 1..=codes.max_ttl_seconds"
         );
+        let srv = &self.server;
+        anyhow::ensure!(
+            (100..=600_000).contains(&srv.request_timeout_ms),
+            "server.request_timeout_ms must be 100..=600000"
+        );
+        anyhow::ensure!(
+            (100..=600_000).contains(&srv.tls_handshake_timeout_ms),
+            "server.tls_handshake_timeout_ms must be 100..=600000"
+        );
         let l = &self.limits;
         anyhow::ensure!(
             l.failed_redemptions_per_minute >= 1,
@@ -169,6 +199,10 @@ impl Settings {
         anyhow::ensure!(
             (1..=3600).contains(&l.max_skew_seconds),
             "limits.max_skew_seconds must be 1..=3600"
+        );
+        anyhow::ensure!(
+            l.auth_failures_per_key_per_minute >= 1 && l.auth_failures_per_source_per_minute >= 1,
+            "limits.auth_failures_per_key_per_minute and limits.auth_failures_per_source_per_minute must be at least 1"
         );
         Ok(())
     }

@@ -6,17 +6,59 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use anyhow::Context as _;
 use dzl_crypto::RootKey;
 use dzl_store::{SqliteStore, Store};
 
+use crate::conn::Guarded;
 use crate::limits::Guards;
 use crate::settings::Settings;
 use crate::state::{system_clock, AppState, Clock};
 
 /// How often the server looks for key and tenant changes made by `dzlctl`.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
+
+/// File handles kept out of the connection budget: the store's files or
+/// PostgreSQL connections (counted apart), the listener, the log, the
+/// runtime's own, with room to spare.
+pub const RESERVED_FILE_HANDLES: u64 = 256;
+
+/// Connections the server accepts at once, per worker, so that every
+/// connection the workers hold still leaves the store and the process the
+/// file handles they need: the soft RLIMIT_NOFILE, raised to the hard limit
+/// first when it is lower, less [`RESERVED_FILE_HANDLES`] and the store's
+/// connections. A configured `server.max_connections` above that is refused.
+pub fn connections_per_worker(settings: &Settings, workers: usize) -> anyhow::Result<usize> {
+    let soft = rlimit::increase_nofile_limit(u64::MAX)
+        .context("reading and raising the file-handle limit (RLIMIT_NOFILE)")?;
+    let reserved = RESERVED_FILE_HANDLES + u64::from(settings.store.pool_size);
+    let room = soft.saturating_sub(reserved);
+    let workers = workers.max(1);
+    anyhow::ensure!(
+        room >= workers as u64,
+        "the file-handle limit ({soft}) leaves no room for connections: raise RLIMIT_NOFILE above {}",
+        reserved + workers as u64
+    );
+    let total = match settings.server.max_connections {
+        0 => room,
+        n => {
+            anyhow::ensure!(
+                n as u64 <= room,
+                "server.max_connections is {n}, but the file-handle limit ({soft}) leaves room for {room}: lower it or raise RLIMIT_NOFILE"
+            );
+            n as u64
+        }
+    };
+    let per_worker = usize::try_from(total / workers as u64)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    log::info!(
+        "accepting at most {} connections ({workers} workers × {per_worker}; file-handle limit {soft})",
+        per_worker * workers
+    );
+    Ok(per_worker)
+}
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -61,7 +103,10 @@ fn open_store(
     }
     let dir = settings.store.data_dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let lock = std::fs::OpenOptions::new()
+    let mut lock = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut lock, 0o600);
+    let lock = lock
         .create(true)
         .truncate(false)
         .write(true)
@@ -90,6 +135,76 @@ fn open_store(
     Ok((store, guards, Some(lock)))
 }
 
+/// How long a connection may go from the first byte of a request to the
+/// first byte of its answer, in request deadlines: one for the head, one
+/// for the body, two for the work ([`crate::conn`]).
+pub const ANSWER_DEADLINE_FACTOR: u32 = 4;
+
+/// Serves the app on `listener`: plain HTTP/1.1, or TLS when configured,
+/// each connection's stream [`Guarded`] by the answer deadline.
+fn listen(
+    builder: actix_server::ServerBuilder,
+    listener: TcpListener,
+    settings: &Settings,
+    state: web::Data<AppState>,
+) -> anyhow::Result<actix_server::ServerBuilder> {
+    use actix_http::HttpService;
+    use actix_service::{fn_service, map_config, ServiceFactoryExt as _};
+    use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+    use actix_web::dev::AppConfig;
+    use actix_web::rt::net::TcpStream;
+
+    let request_timeout = Duration::from_millis(settings.server.request_timeout_ms);
+    let answer = request_timeout * ANSWER_DEADLINE_FACTOR;
+    let http = move || {
+        HttpService::<Guarded<TcpStream>, _, _, _, _>::build()
+            .client_request_timeout(request_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+    };
+    let app = move |state: &web::Data<AppState>| {
+        map_config(crate::create_app(state.clone()), |_| AppConfig::default())
+    };
+    if !settings.tls.enabled() {
+        return Ok(builder.listen("dzl-vault", listener, move || {
+            fn_service(move |io: TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok((Guarded::new(io, answer), peer)))
+            })
+            .and_then(http().h1(app(&state)))
+        })?);
+    }
+    let config = crate::tls::server_config(&settings.tls)?;
+    let mut acceptor = Acceptor::new(config);
+    acceptor.set_handshake_timeout(Duration::from_millis(
+        settings.server.tls_handshake_timeout_ms,
+    ));
+    Ok(builder.listen("dzl-vault-tls", listener, move || {
+        acceptor
+            .clone()
+            .map_err(|e| match e {
+                actix_tls::accept::TlsError::Tls(e) => actix_http::error::DispatchError::Io(e),
+                actix_tls::accept::TlsError::Timeout => actix_http::error::DispatchError::Io(
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"),
+                ),
+                actix_tls::accept::TlsError::Service(never) => match never {},
+            })
+            .map(move |io: TlsStream<TcpStream>| {
+                let peer = io.get_ref().0.peer_addr().ok();
+                (Guarded::new(io, answer), peer)
+            })
+            .and_then(
+                HttpService::<Guarded<TlsStream<TcpStream>>, _, _, _, _>::build()
+                    .client_request_timeout(request_timeout)
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .secure()
+                    .on_connect_ext(|io: &Guarded<TlsStream<TcpStream>>, data: &mut _| {
+                        crate::tls::on_connect(io.get_ref(), data)
+                    })
+                    .h1(app(&state)),
+            )
+    })?)
+}
+
 impl Application {
     /// Opens the store in `settings.store.data_dir` and binds `settings.server.bind`.
     pub fn build(settings: Settings, root: RootKey) -> anyhow::Result<Self> {
@@ -110,22 +225,19 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.bind)
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
-        let app_state = state.clone();
-        let server = HttpServer::new(move || crate::create_app(app_state.clone()))
-            .on_connect(crate::tls::on_connect)
-            .shutdown_timeout(10);
-        let mut server = if settings.tls.enabled() {
-            let config = crate::tls::server_config(&settings.tls)?;
-            server.listen_rustls_0_23(listener, config)?
-        } else {
-            server.listen(listener)?
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         };
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
+        let per_worker = connections_per_worker(&settings, workers)?;
+        let builder = actix_server::Server::build()
+            .workers(workers)
+            .max_concurrent_connections(per_worker)
+            .shutdown_timeout(10);
+        let server = listen(builder, listener, &settings, state.clone())?.run();
         Ok(Application {
             port,
-            server: server.run(),
+            server,
             state,
             _lock: lock,
         })
@@ -141,7 +253,8 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until stopped, reloading keys and tenants when they change.
+    /// Serves until stopped, reloading keys and tenants when they change
+    /// and auditing the failed authentications of each ended window.
     pub async fn run(self) -> std::io::Result<()> {
         let state = self.state.clone();
         let reloader = actix_web::rt::spawn(async move {
@@ -150,10 +263,50 @@ impl Application {
                 tick.tick().await;
                 let st = state.clone();
                 let _ = web::block(move || st.reload(false)).await;
+                audit_failed_authentications(&state, state.now().timestamp()).await;
             }
         });
         let result = self.server.await;
         reloader.abort();
+        // Windows still open are audited now rather than lost.
+        audit_failed_authentications(&self.state, i64::MAX).await;
         result
+    }
+}
+
+/// Audits every window of failed authentications that ended by `now`.
+async fn audit_failed_authentications(state: &web::Data<AppState>, now: i64) {
+    let closed = state.auth_throttle.take_closed(now);
+    if closed.is_empty() {
+        return;
+    }
+    let st = state.clone();
+    let result =
+        web::block(move || crate::throttle::audit_closed(&*st.store, &closed, st.now())).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::error!("auditing failed authentications: {e}"),
+        Err(e) => log::error!("auditing failed authentications: {e}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_stay_below_the_file_handle_limit() {
+        let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+        let mut settings = Settings::default();
+        let per_worker = connections_per_worker(&settings, 4).unwrap();
+        assert!((per_worker * 4) as u64 <= soft - RESERVED_FILE_HANDLES - 16);
+        settings.server.max_connections = 100;
+        assert_eq!(connections_per_worker(&settings, 4).unwrap(), 25);
+        settings.server.max_connections = usize::try_from(soft).unwrap();
+        let e = connections_per_worker(&settings, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.max_connections"), "{e}");
     }
 }

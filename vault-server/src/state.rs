@@ -95,6 +95,8 @@ pub struct AppState {
     pub guards: Guards,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Failed authentications per key id and source address.
+    pub auth_throttle: crate::throttle::AuthThrottle,
     /// No request signed before this second is accepted (nonces from before
     /// a restart cannot be replayed after it).
     pub started_at: i64,
@@ -119,6 +121,7 @@ impl AppState {
             loaded: RwLock::new(Err(NotReady::Starting)),
             guards,
             metrics: Metrics::default(),
+            auth_throttle: crate::throttle::AuthThrottle::new(&settings.limits),
             settings,
             started_at,
             rng: dzl_crypto::SystemRandom::new(),

@@ -85,18 +85,17 @@ pub fn server_config(s: &TlsSettings) -> anyhow::Result<rustls::ServerConfig> {
 }
 
 /// The verified client certificate of a mutual-TLS connection, taken once
-/// per connection (`HttpServer::on_connect`) and read by the signature
+/// per connection ([`on_connect`]) and read by the signature
 /// check when the tenant is pinned (`HttpRequest::conn_data`).
 #[derive(Debug, Clone)]
 pub struct PeerCertificate(pub dzl_crypto::CertIdentity);
 
 /// Stores the leaf certificate of a TLS connection in the connection's
-/// data; plain TCP connections get none.
-pub fn on_connect(conn: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
-    use actix_tls::accept::rustls_0_23::TlsStream;
-    let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() else {
-        return;
-    };
+/// data (plain TCP connections get none).
+pub fn on_connect(
+    tls: &actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>,
+    data: &mut actix_web::dev::Extensions,
+) {
     if let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
         data.insert(PeerCertificate(dzl_crypto::CertIdentity::from_der(leaf)));
     }

@@ -417,20 +417,97 @@ impl IpText {
     }
 }
 
-/// Checks a free text: `min..=max` characters, no control characters, no
-/// leading or trailing whitespace.
+/// Characters no free text may hold anywhere, as ranges: controls (C0,
+/// DEL, C1 with U+0085 and U+009B), the line and paragraph separators,
+/// bidirectional controls (U+061C, U+200E/F, U+202A–U+202E,
+/// U+2066–U+2069), zero-width and other invisible characters (U+00AD,
+/// U+034F, U+115F/U+1160, U+17B4/U+17B5, U+180E, U+200B–U+200D,
+/// U+2060–U+2064, U+2800, U+3164, U+FEFF, U+FFA0, U+FFF9–U+FFFB, tags
+/// U+E0000–U+E007F) and noncharacters (U+FDD0–U+FDEF and the last two of
+/// every plane). `schemas/*.schema.json` spell out the same set (its
+/// supplementary-plane part in their descriptions).
+const FORBIDDEN: &[(char, char)] = &[
+    ('\u{0}', '\u{1f}'),
+    ('\u{7f}', '\u{9f}'),
+    ('\u{ad}', '\u{ad}'),
+    ('\u{34f}', '\u{34f}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{115f}', '\u{1160}'),
+    ('\u{17b4}', '\u{17b5}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{2028}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{2069}'),
+    ('\u{2800}', '\u{2800}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{fdd0}', '\u{fdef}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{ffa0}', '\u{ffa0}'),
+    ('\u{fff9}', '\u{fffb}'),
+    ('\u{e0000}', '\u{e007f}'),
+];
+
+/// Characters that may follow a visible one but not come first: combining
+/// marks and variation selectors (alone they show nothing).
+const NOT_FIRST: &[(char, char)] = &[
+    ('\u{300}', '\u{36f}'),
+    ('\u{1ab0}', '\u{1aff}'),
+    ('\u{1dc0}', '\u{1dff}'),
+    ('\u{20d0}', '\u{20ff}'),
+    ('\u{fe00}', '\u{fe0f}'),
+    ('\u{fe20}', '\u{fe2f}'),
+    ('\u{e0100}', '\u{e01ef}'),
+];
+
+fn in_ranges(c: char, ranges: &[(char, char)]) -> bool {
+    ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
+}
+
+/// Whether `c` is a noncharacter of a supplementary plane or the BMP's
+/// U+FFFE/U+FFFF (U+FDD0–U+FDEF are in [`FORBIDDEN`]).
+fn is_plane_noncharacter(c: char) -> bool {
+    (u32::from(c) & 0xfffe) == 0xfffe
+}
+
+/// Checks a free text (a name, an address, an employer, a device model):
+/// `min..=max` characters; none of the controls, bidirectional controls,
+/// invisible characters and noncharacters of [`FORBIDDEN`]; not starting or
+/// ending with whitespace; and starting with a visible character, so a text
+/// never consists only of characters that show nothing.
 pub fn check_text(s: &str, min: usize, max: usize) -> Result<(), Invalid> {
     let n = s.chars().count();
     if n < min || n > max {
         return Err(Invalid("text length out of range"));
     }
-    if s.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}') {
-        return Err(Invalid("text must not contain control characters"));
+    if let Some(c) = s
+        .chars()
+        .find(|c| in_ranges(*c, FORBIDDEN) || is_plane_noncharacter(*c))
+    {
+        return Err(Invalid(match c {
+            '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => {
+                "text must not contain control characters"
+            }
+            '\u{61c}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}' => "text must not contain bidirectional controls",
+            c if is_plane_noncharacter(c) || ('\u{fdd0}'..='\u{fdef}').contains(&c) => {
+                "text must not contain noncharacters"
+            }
+            _ => "text must not contain zero-width or invisible characters",
+        }));
     }
     let first = s.chars().next();
     let last = s.chars().next_back();
     if first.is_some_and(char::is_whitespace) || last.is_some_and(char::is_whitespace) {
         return Err(Invalid("text must not start or end with whitespace"));
+    }
+    if first.is_some_and(|c| in_ranges(c, NOT_FIRST)) {
+        return Err(Invalid(
+            "text must start with a visible character, not a combining mark or variation selector",
+        ));
     }
     Ok(())
 }
@@ -581,6 +658,54 @@ mod tests {
         assert!(serde_json::from_str::<IdType>(r#"{"passport":null}"#).is_err());
         assert!(serde_json::from_str::<IdType>(r#""Passport""#).is_err());
         assert!(serde_json::from_str::<IdType>("0").is_err());
+    }
+
+    #[test]
+    fn free_text_holds_only_visible_unicode() {
+        for ok in [
+            "张三",
+            "阿卜杜拉·买买提",
+            "O'Brien Smith",
+            "张\u{3000}三",
+            "Zoë 😀 Li",
+            "e\u{301}",
+            "葛\u{e0100}",
+            "𠀀",
+            "\u{e000}",
+        ] {
+            assert!(check_text(ok, 1, 64).is_ok(), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("a\u{85}b", "control"),
+            ("a\u{9b}b", "control"),
+            ("a\u{1}b", "control"),
+            ("a\u{2028}b", "control"),
+            ("a\u{202e}b", "bidirectional"),
+            ("a\u{200f}b", "bidirectional"),
+            ("a\u{61c}b", "bidirectional"),
+            ("a\u{2067}b", "bidirectional"),
+            ("a\u{ffff}", "noncharacter"),
+            ("a\u{fffe}", "noncharacter"),
+            ("a\u{fdd0}", "noncharacter"),
+            ("a\u{10ffff}", "noncharacter"),
+            ("a\u{1fffe}", "noncharacter"),
+            ("\u{feff}张三", "invisible"),
+            ("\u{200b}", "invisible"),
+            ("a\u{200d}b", "invisible"),
+            ("a\u{2060}b", "invisible"),
+            ("\u{3164}", "invisible"),
+            ("a\u{e0041}", "invisible"),
+            ("\u{301}", "visible character"),
+            ("\u{fe0f}", "visible character"),
+            (" 张三", "whitespace"),
+            ("\u{3000}", "whitespace"),
+        ] {
+            let e = check_text(bad, 1, 64).err();
+            assert!(
+                e.as_ref().is_some_and(|e| e.0.contains(why)),
+                "{bad:?}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -64,6 +64,7 @@ codes! {
     CodeExpired = ("code_expired", 410, "The code has expired"),
     CodeRevoked = ("code_revoked", 410, "The code has been revoked"),
     DepositErased = ("deposit_erased", 410, "The deposit has been erased"),
+    RequestTimeout = ("request_timeout", 408, "The request was not received in time"),
     PayloadTooLarge = ("payload_too_large", 413, "The body is larger than 64 KiB"),
     UnsupportedMediaType = ("unsupported_media_type", 415, "The body must be application/json"),
     ValidationFailed = ("validation_failed", 422, "The request does not satisfy the schema"),

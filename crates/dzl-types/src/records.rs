@@ -3,9 +3,10 @@
 //! `schemas/{applicant,device,risk}.schema.json`; a corpus test holds the two
 //! to the same verdicts.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::domain::{
     ascii_type, check_ascii, check_id_number, object_only, string_newtype_serde, text_type,
@@ -451,6 +452,145 @@ pub const MAX_TAGS: usize = 32;
 /// At most this many named features.
 pub const MAX_FEATURES: usize = 256;
 
+/// Named model features: a JSON object of at most [`MAX_FEATURES`] members
+/// named `[a-z][a-z0-9_]{0,63}`, each once, whose values are numbers a
+/// 64-bit integer or an IEEE-754 double holds exactly. Kept as the exact
+/// JSON text the platform sent, so the funder reads the same digits; a
+/// number that would change on the way (`1e-401`, a 30-digit integer) is
+/// refused instead.
+#[derive(Clone)]
+pub struct Features(Box<RawValue>);
+
+impl Features {
+    /// The JSON text, as deposited.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Features {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for Features {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Features {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        check_features(raw.get()).map_err(serde::de::Error::custom)?;
+        Ok(Features(raw))
+    }
+}
+
+/// The rules of [`Features`] over its JSON text.
+fn check_features(text: &str) -> Result<(), Invalid> {
+    struct FeaturesVisitor;
+    impl<'de> serde::de::Visitor<'de> for FeaturesVisitor {
+        type Value = Result<(), Invalid>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object of named numbers")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Result<(), Invalid>, A::Error> {
+            let mut seen = BTreeSet::new();
+            while let Some(name) = map.next_key::<String>()? {
+                let value: &RawValue = map.next_value()?;
+                if seen.len() == MAX_FEATURES {
+                    return Ok(Err(Invalid("at most 256 features")));
+                }
+                let name = match FeatureName::parse(name) {
+                    Ok(n) => n,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if !seen.insert(name) {
+                    return Ok(Err(Invalid("a feature name must not repeat")));
+                }
+                if let Err(e) = check_exact_number(value.get()) {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(()))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_map(&mut de, FeaturesVisitor)
+        .map_err(|_| Invalid("features must be a JSON object of named numbers"))?
+}
+
+const INEXACT: Invalid =
+    Invalid("a feature value must be a JSON number that a 64-bit integer or double holds exactly");
+
+/// Whether the JSON number `text` is a value an `i64`, a `u64` or an `f64`
+/// holds exactly, so that no reader of it gets another value.
+pub fn check_exact_number(text: &str) -> Result<(), Invalid> {
+    let Some(value) = Decimal::parse(text) else {
+        return Err(Invalid("a feature value must be a JSON number"));
+    };
+    if text.bytes().all(|c| c.is_ascii_digit() || c == b'-')
+        && (text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok())
+    {
+        return Ok(());
+    }
+    let f: f64 = text.parse().map_err(|_| INEXACT)?;
+    // Rust prints the shortest text that reads back as the same double; if
+    // it is not the same decimal value as the text, the double is not it.
+    match Decimal::parse(&format!("{f:e}")) {
+        Some(d) if f.is_finite() && d == value => Ok(()),
+        _ => Err(INEXACT),
+    }
+}
+
+/// A JSON number's decimal value: sign, significant digits (no leading or
+/// trailing zeros) and the power of ten of the last one; zero has no digits.
+#[derive(Debug, PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    digits: String,
+    exponent: i64,
+}
+
+impl Decimal {
+    fn parse(text: &str) -> Option<Decimal> {
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (mantissa, exp) = match rest.find(['e', 'E']) {
+            Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+            None => (rest, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let all = format!("{int}{frac}");
+        let frac_len = i64::try_from(frac.len()).ok()?;
+        let trimmed = all.trim_start_matches('0');
+        let digits = trimmed.trim_end_matches('0');
+        if digits.is_empty() {
+            return Some(Decimal {
+                negative: false,
+                digits: String::new(),
+                exponent: 0,
+            });
+        }
+        let trailing = i64::try_from(trimmed.len() - digits.len()).ok()?;
+        Some(Decimal {
+            negative,
+            digits: digits.to_owned(),
+            exponent: exp.checked_sub(frac_len)?.checked_add(trailing)?,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRisk {
@@ -460,7 +600,7 @@ struct RawRisk {
     #[serde(default, deserialize_with = "crate::domain::present")]
     tags: Option<Vec<Tag>>,
     #[serde(default, deserialize_with = "crate::domain::present")]
-    features: Option<BTreeMap<FeatureName, serde_json::Number>>,
+    features: Option<Features>,
     #[serde(default, deserialize_with = "crate::domain::present")]
     model_version: Option<ModelVersion>,
 }
@@ -475,7 +615,7 @@ pub struct Risk {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub features: Option<BTreeMap<FeatureName, serde_json::Number>>,
+    pub features: Option<Features>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_version: Option<ModelVersion>,
 }
@@ -500,9 +640,6 @@ impl TryFrom<RawRisk> for Risk {
                 return Err(Invalid("tags: must not repeat"));
             }
         }
-        if r.features.as_ref().is_some_and(|f| f.len() > MAX_FEATURES) {
-            return Err(Invalid("features: at most 256"));
-        }
         Ok(Risk {
             score: r.score,
             grade: r.grade,
@@ -522,4 +659,53 @@ impl std::fmt::Debug for Risk {
 /// Checks an external reference or consent id: 1–64 printable ASCII, no spaces.
 pub fn check_reference(s: &str) -> Result<(), Invalid> {
     check_ascii(s, 1, 64, false)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn risk(features: &str) -> Result<Risk, String> {
+        serde_json::from_str(&format!(r#"{{"score":1,"features":{features}}}"#))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn features_are_kept_as_sent_or_refused() {
+        for text in [
+            r#"{"a":1e3,"b":0.10,"c":12345678901234567,"d":-0,"e":-9223372036854775808}"#,
+            r#"{"f":18446744073709551615,"g":0.1,"h":1.7976931348623157e308,"i":5e-324}"#,
+            r#"{"z":1,"a":2}"#,
+            "{}",
+        ] {
+            let r = risk(text).unwrap();
+            assert_eq!(r.features.as_ref().unwrap().as_json(), text);
+            let again = serde_json::to_string(&r).unwrap();
+            assert!(again.contains(text), "{again}");
+        }
+        for (text, why) in [
+            (r#"{"big":123456789012345678901234567890}"#, "exactly"),
+            (r#"{"tiny":0.1e-400}"#, "exactly"),
+            (r#"{"huge":1e400}"#, "exactly"),
+            (r#"{"p":9007199254740993.0}"#, "exactly"),
+            (r#"{"p":18446744073709551616}"#, "exactly"),
+            (r#"{"a":1,"a":2}"#, "must not repeat"),
+            (r#"{"Age":1}"#, "feature name"),
+            (r#"{"a":"1"}"#, "must be a JSON number"),
+            (r#"{"a":null}"#, "must be a JSON number"),
+            ("[1]", "object of named numbers"),
+        ] {
+            let e = risk(text)
+                .err()
+                .unwrap_or_else(|| panic!("{text} accepted"));
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        let many: Vec<String> = (0..=MAX_FEATURES)
+            .map(|i| format!(r#""f{i}":{i}"#))
+            .collect();
+        let e = risk(&format!("{{{}}}", many.join(","))).err().unwrap();
+        assert!(e.contains("at most 256"), "{e}");
+        assert!(risk(&format!("{{{}}}", many[1..].join(","))).is_ok());
+    }
 }

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use dzl_store::admin::{wrapped, VaultKeys};
 use dzl_store::rules::GuessLimits;
-use dzl_store::{DataKeyKind, RedeemAttempt, Redeemed, TenantKind};
+use dzl_store::{DataKeyKind, RedeemAttempt, Redeemed};
 use dzl_types::wire::{
     Consent, OutcomeRequest, Receipt, ReceiptBody, RedemptionRequest, RedemptionResponse,
 };
@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::{block, call, path_id, submit, State};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{admit, authenticate_only, parse_json, read_body, signed, Caller};
+use crate::extract::{admit, parse_json, Authenticated, Caller, Funder, Signed};
 
 const OPERATION: &str = "redemption.create";
 
@@ -21,10 +21,9 @@ const OPERATION: &str = "redemption.create";
 pub async fn redeem(
     state: State,
     req: HttpRequest,
-    payload: web::Payload,
+    signed: Authenticated<Funder>,
 ) -> ApiResult<HttpResponse> {
-    let body = read_body(&req, payload).await?;
-    let caller = authenticate_only(&state, &req, &body, TenantKind::Funder).await?;
+    let (body, caller) = signed.into_parts();
     match redeem_checked(&state, &req, &body, &caller).await {
         Ok(resp) => {
             state.metrics.redemption("ok");
@@ -80,6 +79,8 @@ async fn redeem_checked(
             per_hour: limits.failed_redemptions_per_hour,
         },
     };
+    // Guessing is throttled, counted and punished in the store, in this
+    // redemption's own transaction.
     let redeemed = submit(state, move |s, reply| s.submit_redeem(c, attempt, reply)).await?;
     // Committed and audited; now open what was released and sign for it.
     let resp = release(&caller.loaded.keys, &funder, redeemed)?;
@@ -173,9 +174,9 @@ pub async fn report_outcome(
     state: State,
     req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Funder>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Funder).await?;
+    let (body, caller) = signed.into_parts();
     let redemption = path_id(&path, RedemptionId::parse, ErrorCode::RedemptionNotFound)?;
     let o: OutcomeRequest = parse_json(&req, &body)?;
     let c = call(&state, &caller.tenant.id, "outcome.report");

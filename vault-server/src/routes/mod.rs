@@ -1,6 +1,7 @@
 //! HTTP API v1 routes (DESIGN §4) and the operational endpoints. Each
-//! handler reads its body, authenticates, parses, then does its work in
-//! exactly one store call: on the blocking pool, or, for the hot calls a
+//! signed handler takes its body and caller from an extractor
+//! ([`crate::extract::Signed`]: body under its deadline, signature, tenant,
+//! rate limit), parses, then does its work in exactly one store call: on the blocking pool, or, for the hot calls a
 //! store can queue (deposits, redemptions), submitted from the worker.
 
 pub mod funder;

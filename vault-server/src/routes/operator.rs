@@ -1,21 +1,20 @@
 //! The operator's route: the subject-access report (个人查询本人信息).
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use dzl_store::TenantKind;
+use actix_web::{HttpRequest, HttpResponse};
 use dzl_types::wire::SubjectAccessRequest;
 
 use super::platform::subject_key;
 use super::{block, call, State};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, signed};
+use crate::extract::{parse_json, Operator, Signed};
 
 /// `POST /v1/subject-access`: the id number travels in the body only.
 pub async fn subject_access(
     state: State,
     req: HttpRequest,
-    payload: web::Payload,
+    signed: Signed<Operator>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Operator).await?;
+    let (body, caller) = signed.into_parts();
     let r: SubjectAccessRequest = parse_json(&req, &body)?;
     dzl_types::domain::check_id_number(
         r.id_type,

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use dzl_crypto::DataKey;
 use dzl_store::admin::sealed;
-use dzl_store::{DataKeyKind, NewCode, NewDeposit, TenantKind};
+use dzl_store::{DataKeyKind, NewCode, NewDeposit};
 use dzl_types::code::CodeSecret;
 use dzl_types::rules::TtlPolicy;
 use dzl_types::wire::{DepositRequest, DepositResponse, IssueCodeRequest, IssuedCode};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{block, call, path_id, submit, State};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_json, signed};
+use crate::extract::{parse_json, Platform, Signed};
 use crate::state::AppState;
 
 /// The lifetimes codes may have, as configured.
@@ -86,9 +86,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Vec<u8>> {
 pub async fn create_deposit(
     state: State,
     req: HttpRequest,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (body, caller) = signed.into_parts();
     let d: DepositRequest = parse_json(&req, &body)?;
     let skew = chrono::Duration::seconds(state.settings.limits.max_skew_seconds);
     let ttls = dzl_store::ops::deposit::check_request(&d, state.now(), skew, ttl_policy(&state))
@@ -185,9 +185,9 @@ pub async fn issue_code(
     state: State,
     req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (body, caller) = signed.into_parts();
     let deposit = path_id(&path, DepositId::parse, ErrorCode::DepositNotFound)?;
     let r: IssueCodeRequest = parse_json(&req, &body)?;
     let ttl = dzl_types::rules::resolve_ttl(ttl_policy(&state), r.ttl_seconds, "")
@@ -201,11 +201,10 @@ pub async fn issue_code(
 /// `GET /v1/codes/{code_id}`.
 pub async fn code_status(
     state: State,
-    req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (_body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (_body, caller) = signed.into_parts();
     let code = path_id(&path, CodeId::parse, ErrorCode::CodeNotFound)?;
     let c = call(&state, &caller.tenant.id, "code.status");
     let status = block(&state, move |s| s.code_status(&c, &code)).await?;
@@ -222,9 +221,9 @@ pub async fn revoke_code(
     state: State,
     req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (body, caller) = signed.into_parts();
     let code = path_id(&path, CodeId::parse, ErrorCode::CodeNotFound)?;
     if !body.is_empty() {
         let Empty {} = parse_json(&req, &body)?;
@@ -237,11 +236,10 @@ pub async fn revoke_code(
 /// `DELETE /v1/deposits/{deposit_id}`: consent withdrawn.
 pub async fn erase_deposit(
     state: State,
-    req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    signed: Signed<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let (_body, caller) = signed(&state, &req, payload, TenantKind::Platform).await?;
+    let (_body, caller) = signed.into_parts();
     let deposit = path_id(&path, DepositId::parse, ErrorCode::DepositNotFound)?;
     let c = call(&state, &caller.tenant.id, "deposit.erase");
     block(&state, move |s| s.erase_deposit(&c, &deposit)).await?;

@@ -10,6 +10,7 @@ mod common;
 mod contract;
 mod flow;
 mod helpers;
+mod hostile;
 mod input;
 mod keys;
 mod matrix;

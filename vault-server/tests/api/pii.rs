@@ -45,6 +45,8 @@ fn find(haystack: &[u8], needles: &[Vec<u8>]) -> Option<String> {
 
 struct Scanner {
     needles: Vec<Vec<u8>>,
+    /// Texts a test watches for in the log (`watch`), with their sightings.
+    watched: Mutex<Vec<(Vec<u8>, u64)>>,
     leaks: Mutex<Vec<String>>,
     records: std::sync::atomic::AtomicU64,
 }
@@ -75,6 +77,17 @@ impl log::Log for Scanner {
         self.records
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let line = format!("{} {}: {}", record.level(), record.target(), record.args());
+        if let Ok(mut w) = self.watched.lock() {
+            for (needle, seen) in w.iter_mut() {
+                if line
+                    .as_bytes()
+                    .windows(needle.len())
+                    .any(|x| x == needle.as_slice())
+                {
+                    *seen += 1;
+                }
+            }
+        }
         if let Some(n) = find(line.as_bytes(), &self.needles) {
             if let Ok(mut l) = self.leaks.lock() {
                 l.push(format!("log record contains {n:?}: {line}"));
@@ -90,6 +103,7 @@ fn scanner() -> &'static Scanner {
     S.get_or_init(|| {
         let s: &'static Scanner = Box::leak(Box::new(Scanner {
             needles: needles(),
+            watched: Mutex::new(Vec::new()),
             leaks: Mutex::new(Vec::new()),
             records: Default::default(),
         }));
@@ -108,6 +122,23 @@ pub fn install() {
 /// Log records seen so far (so a test can show the scan looked at something).
 pub fn records_seen() -> u64 {
     scanner().records.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Starts counting the log records (of any test) that contain `needle`.
+pub fn watch(needle: &[u8]) {
+    if let Ok(mut w) = scanner().watched.lock() {
+        w.push((needle.to_vec(), 0));
+    }
+}
+
+/// Log records seen so far that contain a watched `needle`.
+pub fn sightings(needle: &[u8]) -> u64 {
+    scanner()
+        .watched
+        .lock()
+        .ok()
+        .and_then(|w| w.iter().find(|(n, _)| n == needle).map(|(_, s)| *s))
+        .unwrap_or(0)
 }
 
 /// Panics with every log leak seen so far.

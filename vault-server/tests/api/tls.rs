@@ -89,6 +89,10 @@ struct MtlsVault {
 }
 
 async fn mtls_vault() -> MtlsVault {
+    mtls_vault_with(Options::default()).await
+}
+
+async fn mtls_vault_with(mut opts: Options) -> MtlsVault {
     let dir = tempfile::tempdir().unwrap();
     let server_ca = Ca::new("dzl test server CA");
     let client_ca = Ca::new("dzl test client CA");
@@ -98,7 +102,6 @@ async fn mtls_vault() -> MtlsVault {
         std::fs::write(&p, text).unwrap();
         p
     };
-    let mut opts = Options::default();
     opts.settings.tls.cert_file = Some(write("server.pem", &cert));
     opts.settings.tls.key_file = Some(write("server.key", &key));
     opts.settings.tls.client_ca_file = Some(write("clients.pem", &client_ca.issuer.pem()));
@@ -309,4 +312,91 @@ async fn a_pinned_tenant_is_answered_only_over_its_own_certificate() {
         .await
         .unwrap();
     assert_eq!(redeemed.deposit_id(), &created.deposit_id);
+}
+
+/// Slow TLS clients: a handshake that does not finish within
+/// `server.tls_handshake_timeout_ms`, and a request head sent a byte at a
+/// time after a finished handshake, are both cut, while a proper client
+/// keeps being answered.
+#[actix_web::test]
+async fn slow_tls_handshakes_and_heads_are_cut_while_others_are_answered() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut opts = Options::default();
+    opts.settings.server.tls_handshake_timeout_ms = 500;
+    opts.settings.server.request_timeout_ms = 1000;
+    let v = mtls_vault_with(opts).await;
+    let port: u16 = v.app.base.rsplit(':').next().unwrap().parse().unwrap();
+    // 40 connections that start a handshake (a TLS record header) and stop.
+    let stalled: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+                let mut buf = [0u8; 64];
+                let closed = tokio::time::timeout(Duration::from_secs(10), async {
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await
+                .is_ok();
+                (closed, start.elapsed())
+            })
+        })
+        .collect();
+    // A client with a certificate, a finished handshake, and a head that
+    // never ends.
+    let identity = v.client_ca.leaf("platform-a", &[]);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(
+        &v.server_ca.issuer.pem(),
+        Some(&identity),
+    )));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut slow = connector.connect(name, tcp).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let start = Instant::now();
+    let mut cut = false;
+    while start.elapsed() < Duration::from_secs(10) {
+        if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            if matches!(r, Ok(0) | Err(_)) {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        cut,
+        "a TLS client sending its head a byte at a time was held"
+    );
+    // Meanwhile a proper client is answered.
+    let ok = exchange(
+        port,
+        tls_config(&v.server_ca.issuer.pem(), Some(&identity)),
+        get("/healthz"),
+    )
+    .await
+    .unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    for s in stalled {
+        let (closed, after) = s.await.unwrap();
+        assert!(
+            closed && after < Duration::from_secs(3),
+            "closed {closed} after {after:?}"
+        );
+    }
 }

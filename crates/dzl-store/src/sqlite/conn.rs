@@ -121,6 +121,23 @@ pub(super) fn restrict_dir(dir: &Path) {
 #[cfg(not(unix))]
 pub(super) fn restrict_dir(_dir: &Path) {}
 
+/// Makes every file of the data directory readable by its owner only.
+#[cfg(unix)]
+pub(super) fn restrict_files(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_file()) {
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            log::warn!("could not restrict {} to mode 0600: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub(super) fn restrict_files(_dir: &Path) {}
+
 /// A migrated connection in `dir`, for the tests of the generic write path.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

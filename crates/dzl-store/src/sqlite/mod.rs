@@ -75,6 +75,9 @@ impl Vault<SqliteBackend> {
         )?;
         let reader = conn::open_connection(dir)?;
         let checkpoint_conn = conn::open_connection(dir)?;
+        // SQLite creates files 0644 and gives a new -wal or -shm its
+        // database's mode: owner-only from here on.
+        conn::restrict_files(dir);
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let restarts = Arc::new(checkpoint::Restarts::default());
         let wanted = restarts.clone();
