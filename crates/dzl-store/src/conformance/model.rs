@@ -180,7 +180,7 @@ impl<'a> World<'a> {
     fn deposit(&mut self, ttl: u32) {
         let n = self.fresh();
         let id = DepositId::from_trusted(format!("dep_{n}"));
-        let purpose = if self.next % 2 == 0 {
+        let purpose = if self.next.is_multiple_of(2) {
             Purpose::CreditApplication
         } else {
             Purpose::Drawdown
