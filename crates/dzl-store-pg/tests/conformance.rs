@@ -5,4 +5,4 @@
 
 mod common;
 
-dzl_store::store_conformance_suite!(common::postgres());
+dzl_store::store_conformance_suite!(common::postgres(), several_chains);

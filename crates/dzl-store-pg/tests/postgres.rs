@@ -439,12 +439,11 @@ fn identity_fields_live_in_their_own_schema() {
     );
 }
 
-/// Migrations 1 to 3 and data as a vault of the build before the audit
-/// chains stored them: the keyring and vault secrets, a platform and a
-/// funder, a deposit of the three groups (its data key in `data_keys`,
-/// its groups in `records`) with one code issued and one redeemed (the
-/// redemption with its outcome), three audit entries under the single
-/// head, and usage counters.
+/// Migrations 1 to 3, and data as schema 3 stores it: the keyring and
+/// vault secrets, a platform and a funder, a deposit of the three groups
+/// (its data key in `data_keys`, its groups in `records`) with one code
+/// issued and one redeemed (the redemption with its outcome), three audit
+/// entries under the single head, and usage counters.
 struct V3 {
     root: RootKey,
     keyring: Keyring,
@@ -545,7 +544,7 @@ fn v3_vault(sql: &mut postgres::Client) -> V3 {
         .unwrap();
     }
 
-    // The deposit, as the build before sealed and filed it.
+    // The deposit, sealed and filed as schema 3 files it.
     let deposit = DepositId::from_trusted("dep_v3".into());
     let records_dk = DataKey::generate(&rng).unwrap();
     let identity_dk = DataKey::generate(&rng).unwrap();
