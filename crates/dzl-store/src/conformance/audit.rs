@@ -245,16 +245,27 @@ pub fn a_tail_cut_below_its_head_is_found<F: Factory>(factory: F) {
     );
 }
 
+/// Deletes the entries of `t`'s chain after `keep`, and its recorded
+/// head; what verification then says.
+fn behead<F: Factory>(t: &Tampered<F>, keep: i64) -> TrailError {
+    let mut db = t.f.backdoor();
+    db.cut_after(t.chain, keep);
+    db.set_head(t.chain, None);
+    trail_error(&t.f.store)
+}
+
 /// A chain whose last entries and recorded head were both deleted is
 /// found: entries without a head.
 pub fn a_chain_cut_with_its_head_deleted_is_found<F: Factory>(factory: F) {
     let t = tampered(factory);
-    let mut db = t.f.backdoor();
-    db.cut_after(t.chain, t.head.seq - 2);
-    db.set_head(t.chain, None);
-    let e = trail_error(&t.f.store);
-    assert_eq!(e.chain, t.chain);
-    assert!(matches!(e.error, ChainError::Unaccounted(_)), "{e}");
+    let e = behead(&t, t.head.seq - 2);
+    assert_eq!(
+        (e.chain, e.error),
+        (
+            t.chain,
+            ChainError::Unaccounted("without a recorded head (removed)")
+        )
+    );
 }
 
 /// Chain 1 rewound (entries and head) to before it announced another
@@ -288,15 +299,17 @@ pub fn a_root_chain_rewound_past_an_announcement_is_found<F: Factory>(factory: F
     assert!(matches!(e.error, ChainError::Unaccounted(_)), "{e}");
 }
 
-/// A chain whose every entry and head were deleted is found.
+/// A chain whose every entry and head were deleted is found: a chain
+/// other than 1 where chain 1 announced it, chain 1 as every trail has it.
 pub fn a_removed_chain_is_found<F: Factory>(factory: F) {
     let t = tampered(factory);
-    let mut db = t.f.backdoor();
-    db.cut_after(t.chain, 0);
-    db.set_head(t.chain, None);
-    let e = trail_error(&t.f.store);
-    assert_eq!(e.chain, t.chain);
-    assert!(matches!(e.error, ChainError::Unaccounted(_)), "{e}");
+    let e = behead(&t, 0);
+    let why = if t.chain == ROOT_CHAIN {
+        "without a recorded head (removed)"
+    } else {
+        "announced in chain 1 but gone (removed)"
+    };
+    assert_eq!((e.chain, e.error), (t.chain, ChainError::Unaccounted(why)));
 }
 
 /// A well-formed chain that no entry of chain 1 announces is found. For
