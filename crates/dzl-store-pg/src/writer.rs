@@ -137,6 +137,13 @@ impl WriteConn for PgWriter {
 
     fn begin(&mut self) -> StoreResult<()> {
         let begin = self.begin;
+        if self.connected()?.batch(begin).is_ok() {
+            return Ok(());
+        }
+        // BEGIN fails only on a connection the database dropped (a
+        // failover, a terminated backend) that the client has not noticed
+        // yet: nothing was written, so start over once on a new one.
+        self.conn = None;
         self.connected()?.batch(begin)
     }
 

@@ -102,6 +102,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                             external_ref: format!("B-{i}"),
                             purpose: Purpose::CreditApplication,
                             consent_json: consent.clone(),
+                            consent_scopes: ScopeSet::ALL,
                             consent_expires: now + Duration::days(365),
                             groups: ScopeSet::ALL,
                             subject_index: format!("{i:064x}"),

@@ -85,7 +85,7 @@ impl Bench {
         let secret = dzl_types::code::CodeSecret::generate(rng).unwrap();
         let codes = vec![NewCode {
             code_id: CodeId::from_trusted(new_ordered_id("cod", ms, rng).unwrap()),
-            secret_hash: secret.hash(),
+            secret_hash: secret.hash().to_vec(),
             funder_id: self.funder.clone(),
             scopes: ScopeSet::parse_list("applicant,risk").unwrap(),
             ttl_seconds: 3600,
@@ -102,6 +102,7 @@ impl Bench {
                 external_ref: format!("LOAN-{i:010}-{}", hex::encode(&index[..4])),
                 purpose: Purpose::CreditApplication,
                 consent_json: self.consent.clone(),
+                consent_scopes: ScopeSet::ALL,
                 consent_expires: now + Duration::days(365),
                 groups: ScopeSet::ALL,
                 subject_index: hex::encode(index),
@@ -134,6 +135,7 @@ impl Bench {
                     code,
                     purpose: Purpose::CreditApplication,
                     redemption_id: RedemptionId::from_trusted(id),
+                    limits: Default::default(),
                 },
             )
             .expect("redeem");

@@ -10,7 +10,7 @@
 //! * Each operation's rules exist once, in [`ops`] and [`rules`]; a
 //!   backend holds only its SQL text, its locking, its connections and
 //!   its files. Both backends pass one conformance suite
-//!   ([`conformance`]).
+//!   (`conformance`, test support behind the feature of that name).
 //! * One call of [`Store`] is one transaction: everything a request
 //!   changes — rows, codes, its audit entry, its usage counter — commits
 //!   together or not at all. Refusals that must be recorded (a failed
@@ -30,6 +30,7 @@
 //!   the caller, so a running server's writes never wait long.
 
 pub mod admin;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod model;
 pub mod ops;

@@ -944,7 +944,6 @@ mod tests {
         conn.conflicts = 5;
         conn.begin().unwrap();
         let mut batch = Batch::new(ROOT_CHAIN);
-        let answers = answers.clone();
         let j: Box<dyn Rerun> = Box::new(Job {
             f: move |txn: &mut Txn<'_>| job(txn, "c", false),
             result: None,

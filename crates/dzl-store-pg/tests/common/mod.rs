@@ -1,19 +1,20 @@
-//! Helpers of the PostgreSQL tests: a fresh database per test (or a loud
-//! skip when `DZL_TEST_PG_URL` is unset), a store initialised on it, and
-//! deposits of real sealed groups built as the server builds them.
+//! The PostgreSQL backend as a conformance factory
+//! (`dzl_store::conformance::Factory`): a fresh database per test (or a
+//! loud skip when `DZL_TEST_PG_URL` is unset), each store opened on it a
+//! replica with a writer and an audit chain of its own, and the database
+//! reached with SQL as its owner reaches it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use dzl_crypto::{DataKey, RootKey, SystemRandom};
-use dzl_store::admin::{self, NewTenant, TenantCredentials, VaultKeys};
-use dzl_store::{Call, NewCode, NewDeposit, Sealed, Store, StoreResult, TenantKind};
+use dzl_audit::{AuditEntry, Head};
+use dzl_store::conformance::{Backdoor, Blob, DepositRows, Factory};
+use dzl_store::tx::ChainId;
 use dzl_store_pg::testing::{fresh_database, TestDatabase, TEST_URL_VAR};
-use dzl_store_pg::{PgOptions, PgStore};
-use dzl_types::code::CodeSecret;
-use dzl_types::{AuthCode, DepositId, Group, Purpose, ScopeSet, SubjectRef, TenantId};
+use dzl_store_pg::{PgBackend, PgOptions, PgStore};
+use dzl_types::DepositId;
+use postgres::{Client, NoTls};
 
 /// The admin URL, or `None` after a loud line on stderr (written past the
 /// test harness's capture, so it shows in every run).
@@ -31,6 +32,7 @@ pub fn pg_url() -> Option<String> {
 }
 
 /// Returns from the test (skipped) unless `DZL_TEST_PG_URL` is set.
+#[allow(unused_macros)]
 macro_rules! pg_url_or_skip {
     () => {
         match common::pg_url() {
@@ -50,169 +52,236 @@ pub fn options() -> PgOptions {
     }
 }
 
-/// A fresh database with an initialised store on it. `store` is declared
-/// first so it is dropped before the database.
-pub struct Fixture {
-    pub store: PgStore,
-    pub root: RootKey,
+/// A fresh database.
+pub struct Postgres {
     pub db: TestDatabase,
 }
 
-impl Fixture {
-    /// Another store on the same database: a second replica.
-    pub fn replica(&self) -> PgStore {
-        PgStore::connect(self.db.url(), options()).unwrap()
-    }
-
-    /// A raw client on the database (for what an attacker or operator does
-    /// with SQL).
-    pub fn sql(&self) -> postgres::Client {
-        postgres::Client::connect(self.db.url(), postgres::NoTls).unwrap()
-    }
+/// A fresh database, or `None` (said on stderr) without a server to test
+/// against.
+pub fn postgres() -> Option<Postgres> {
+    let url = pg_url()?;
+    Some(Postgres {
+        db: fresh_database(&url).unwrap(),
+    })
 }
 
-/// A fresh, initialised store.
-pub fn fresh(url: &str) -> Fixture {
-    let db = fresh_database(url).unwrap();
-    let store = PgStore::connect(db.url(), options()).unwrap();
-    let root = RootKey::generate(&SystemRandom::new()).unwrap();
-    admin::init(&store, &root, "cli:test").unwrap();
-    Fixture { store, root, db }
-}
-
-pub fn now_call(actor: &TenantId, op: &'static str) -> Call {
-    Call {
-        actor: actor.to_string(),
-        operation: op,
-        now: Utc::now(),
+impl Postgres {
+    /// A raw client on the database.
+    pub fn sql(&self) -> Client {
+        Client::connect(self.db.url(), NoTls).unwrap()
     }
 }
 
-/// The opened keys, a platform and a funder entitled to everything.
-pub struct Parties {
-    pub keys: VaultKeys,
-    pub platform: TenantCredentials,
-    pub funder: TenantCredentials,
+impl Factory for Postgres {
+    type Backend = PgBackend;
+
+    fn open(&self) -> PgStore {
+        dzl_store_pg::connect(self.db.url(), options()).unwrap()
+    }
+
+    fn backdoor(&self) -> Box<dyn Backdoor> {
+        Box::new(Sql(self.sql()))
+    }
+
+    fn chain_per_store(&self) -> bool {
+        true
+    }
 }
 
-pub fn parties(f: &Fixture) -> Parties {
-    let keys = admin::load_keys(&f.store, &f.root).unwrap();
-    let add = |kind, name: &str| {
-        admin::add_tenant(
-            &f.store,
-            &keys.keyring,
-            "cli:test",
-            NewTenant::new(kind, name),
-        )
-        .unwrap()
+/// The database, as its owner reaches it with SQL.
+pub struct Sql(pub Client);
+
+/// What the database answered, as text.
+fn message(e: &postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+}
+
+/// A blob's table, column and key column, as named in the database.
+fn located(blob: Blob<'_>) -> (String, &'static str, &'static str, String) {
+    let (table, column, key, value) = blob.location();
+    let table = match table {
+        "identities" => "dzl_identity.identities".to_owned(),
+        t => format!("dzl.{t}"),
     };
-    let platform = add(TenantKind::Platform, "Platform");
-    let funder = add(TenantKind::Funder, "Bank");
-    Parties {
-        keys,
-        platform,
-        funder,
+    (table, column, key, value)
+}
+
+impl Sql {
+    /// Runs `change` with the audit table's triggers disabled, and enables
+    /// them again, in one transaction; the rows it changed.
+    fn unguarded(&mut self, change: impl FnOnce(&mut postgres::Transaction<'_>) -> u64) -> u64 {
+        let mut tx = self.0.transaction().unwrap();
+        tx.batch_execute("ALTER TABLE dzl.audit DISABLE TRIGGER USER")
+            .unwrap();
+        let changed = change(&mut tx);
+        tx.batch_execute("ALTER TABLE dzl.audit ENABLE TRIGGER USER")
+            .unwrap();
+        tx.commit().unwrap();
+        changed
     }
 }
 
-pub const APPLICANT: &str = r#"{"name":"张三","id_type":"resident_id","id_number":"11010519491231002X","phone":"13800138000"}"#;
-pub const DEVICE: &str = r#"{"device_id":"d-1","os":"android","ip":"203.0.113.7"}"#;
-pub const RISK: &str = r#"{"score":712}"#;
-
-/// Deposits the three groups as the server does (fresh data keys, the
-/// applicant under its own), with one code for `p.funder` per entry of
-/// `grants`; returns the deposit and the codes.
-pub fn deposit(
-    store: &dyn Store,
-    p: &Parties,
-    external_ref: &str,
-    grants: &[&str],
-) -> StoreResult<(DepositId, Vec<AuthCode>)> {
-    let rng = SystemRandom::new();
-    let now = Utc::now();
-    let id = DepositId::from_trusted(dzl_crypto::new_id("dep", &rng).unwrap());
-    let identity_dk = DataKey::generate(&rng).unwrap();
-    let records_dk = DataKey::generate(&rng).unwrap();
-    let seal = |dk: &DataKey, g: Group, json: &str| {
-        dzl_crypto::seal_record(dk, id.as_str(), g.as_str(), json.as_bytes(), &rng).unwrap()
-    };
-    let wrap = |dk: &DataKey, kind: &str| {
-        let w = p.keys.keyring.wrap_data_key(dk, id.as_str(), kind).unwrap();
-        Sealed {
-            kek_version: w.kek_version,
-            bytes: w.bytes,
-        }
-    };
-    let consent_end: DateTime<Utc> = now + chrono::Duration::days(365);
-    let consent = serde_json::json!({
-        "consent_id": "CNS-77", "granted_at": now, "expires_at": consent_end,
-        "scopes": ["applicant", "device", "risk"], "evidence_sha256": "a".repeat(64),
-    });
-    let mut secrets = Vec::new();
-    let mut codes = Vec::new();
-    for g in grants {
-        let secret = CodeSecret::generate(&rng).unwrap();
-        codes.push(NewCode {
-            code_id: dzl_types::CodeId::from_trusted(dzl_crypto::new_id("cod", &rng).unwrap()),
-            secret_hash: secret.hash(),
-            funder_id: p.funder.tenant_id.clone(),
-            scopes: ScopeSet::parse_list(g).unwrap(),
-            ttl_seconds: 3600,
+impl Backdoor for Sql {
+    fn alter_entry(&mut self, chain: ChainId, seq: i64, actor: &str) {
+        let n = self.unguarded(|tx| {
+            tx.execute(
+                "UPDATE dzl.audit SET actor = $3 WHERE chain = $1 AND seq = $2",
+                &[&chain, &seq, &actor],
+            )
+            .unwrap()
         });
-        secrets.push(secret);
+        assert_eq!(n, 1);
     }
-    let subject_index = dzl_crypto::blind_index(
-        &p.keys.subject_index,
-        "subject",
-        b"resident_id\n11010519491231002X",
-    );
-    let created = store.create_deposit(NewDeposit {
-        call: now_call(&p.platform.tenant_id, "deposit.create"),
-        id: id.clone(),
-        external_ref: external_ref.into(),
-        purpose: Purpose::CreditApplication,
-        consent_json: consent.to_string(),
-        consent_expires: consent_end,
-        groups: ScopeSet::ALL,
-        subject_index,
-        subject_ref: SubjectRef::from_trusted("sub_test".into()),
-        records_key: wrap(&records_dk, "records"),
-        records: vec![
-            (Group::Device, seal(&records_dk, Group::Device, DEVICE)),
-            (Group::Risk, seal(&records_dk, Group::Risk, RISK)),
-        ],
-        identity_key: wrap(&identity_dk, "identity"),
-        identity: seal(&identity_dk, Group::Applicant, APPLICANT),
-        codes,
-    })?;
-    let codes = created
-        .into_iter()
-        .zip(secrets)
-        .map(|(c, s)| s.into_code(c.row))
-        .collect();
-    Ok((id, codes))
-}
 
-/// Opens what a redemption released, as the server does: `(group, json)`.
-pub fn open(p: &Parties, r: &dzl_store::Redeemed) -> Vec<(Group, String)> {
-    let keyring = &p.keys.keyring;
-    let id = r.deposit_id.as_str();
-    let mut out = Vec::new();
-    if let Some((key, env)) = &r.identity {
-        let dk = keyring
-            .unwrap_data_key(&admin::wrapped(key), id, "identity")
-            .unwrap();
-        let plain = dzl_crypto::open_record(&dk, id, Group::Applicant.as_str(), env).unwrap();
-        out.push((Group::Applicant, String::from_utf8(plain.to_vec()).unwrap()));
+    fn delete_entry(&mut self, chain: ChainId, seq: i64) {
+        let n = self.unguarded(|tx| {
+            tx.execute(
+                "DELETE FROM dzl.audit WHERE chain = $1 AND seq = $2",
+                &[&chain, &seq],
+            )
+            .unwrap()
+        });
+        assert_eq!(n, 1);
     }
-    if let Some(key) = &r.records_key {
-        let dk = keyring
-            .unwrap_data_key(&admin::wrapped(key), id, "records")
+
+    fn swap_entries(&mut self, chain: ChainId, a: i64, b: i64) {
+        let n = self.unguarded(|tx| {
+            let mut mv = |from: i64, to: i64| {
+                tx.execute(
+                    "UPDATE dzl.audit SET seq = $3 WHERE chain = $1 AND seq = $2",
+                    &[&chain, &from, &to],
+                )
+                .unwrap()
+            };
+            mv(a, -1) + mv(b, a) + mv(-1, b)
+        });
+        assert_eq!(n, 3);
+    }
+
+    fn cut_after(&mut self, chain: ChainId, seq: i64) {
+        self.unguarded(|tx| {
+            tx.execute(
+                "DELETE FROM dzl.audit WHERE chain = $1 AND seq > $2",
+                &[&chain, &seq],
+            )
+            .unwrap()
+        });
+    }
+
+    fn set_head(&mut self, chain: ChainId, head: Option<&Head>) {
+        match head {
+            None => self
+                .0
+                .execute("DELETE FROM dzl.audit_chains WHERE chain = $1", &[&chain])
+                .unwrap(),
+            Some(h) => self
+                .0
+                .execute(
+                    "INSERT INTO dzl.audit_chains (chain, seq, hash, created_at)
+                     VALUES ($1, $2, $3, 0)
+                     ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                    &[&chain, &h.seq, &h.hash],
+                )
+                .unwrap(),
+        };
+    }
+
+    fn insert_entries(&mut self, entries: &[AuditEntry]) {
+        let col = |f: fn(&AuditEntry) -> Option<String>| -> Vec<Option<String>> {
+            entries.iter().map(f).collect()
+        };
+        let chains: Vec<i64> = entries.iter().map(|e| e.chain).collect();
+        let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+        self.0
+            .execute(
+                "INSERT INTO dzl.audit (chain, seq, at, actor, operation, result, purpose,
+                     deposit_id, code_id, redemption_id, subject_tenant, groups, detail,
+                     prev_hash, hash)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                     $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])",
+                &[
+                    &chains,
+                    &seqs,
+                    &col(|e| Some(e.record.at.clone())),
+                    &col(|e| Some(e.record.actor.clone())),
+                    &col(|e| Some(e.record.operation.clone())),
+                    &col(|e| Some(e.record.result.clone())),
+                    &col(|e| e.record.purpose.clone()),
+                    &col(|e| e.record.deposit_id.clone()),
+                    &col(|e| e.record.code_id.clone()),
+                    &col(|e| e.record.redemption_id.clone()),
+                    &col(|e| e.record.subject_tenant.clone()),
+                    &col(|e| e.record.groups.clone()),
+                    &col(|e| e.record.detail.clone()),
+                    &col(|e| Some(e.prev_hash.clone())),
+                    &col(|e| Some(e.hash.clone())),
+                ],
+            )
             .unwrap();
-        for (g, env) in &r.records {
-            let plain = dzl_crypto::open_record(&dk, id, g.as_str(), env).unwrap();
-            out.push((*g, String::from_utf8(plain.to_vec()).unwrap()));
+    }
+
+    fn try_changing_the_trail(&mut self) -> Vec<(String, Result<(), String>)> {
+        [
+            "UPDATE dzl.audit SET actor = 'x'",
+            "DELETE FROM dzl.audit WHERE seq = 1",
+            "DELETE FROM dzl.audit",
+            "TRUNCATE dzl.audit",
+        ]
+        .into_iter()
+        .map(|sql| {
+            let answer = self.0.batch_execute(sql).map_err(|e| message(&e));
+            (sql.to_owned(), answer)
+        })
+        .collect()
+    }
+
+    fn deposit_rows(&mut self, deposit: &DepositId) -> DepositRows {
+        let r = self
+            .0
+            .query_one(
+                "SELECT (SELECT count(*) FROM dzl.deposits WHERE id = $1),
+                        (SELECT count(*) FROM dzl.deposits WHERE id = $1 AND subject_index <> ''),
+                        (SELECT count(*) FROM dzl.deposit_records WHERE deposit_id = $1),
+                        (SELECT count(*) FROM dzl_identity.identities WHERE deposit_id = $1),
+                        (SELECT count(*) FROM dzl.codes WHERE deposit_id = $1),
+                        (SELECT count(*) FROM dzl.redemptions WHERE deposit_id = $1)",
+                &[&deposit.as_str()],
+            )
+            .unwrap();
+        let n = |i: usize| r.get::<_, i64>(i) as u64;
+        DepositRows {
+            deposits: n(0),
+            subject_filings: n(1),
+            records: n(2),
+            identities: n(3),
+            codes: n(4),
+            redemptions: n(5),
         }
     }
-    out
+
+    fn blob(&mut self, blob: Blob<'_>) -> Vec<u8> {
+        let (table, column, key, value) = located(blob);
+        self.0
+            .query_one(
+                &format!("SELECT {column} FROM {table} WHERE {key}::text = $1"),
+                &[&value],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    fn set_blob(&mut self, blob: Blob<'_>, bytes: &[u8]) {
+        let (table, column, key, value) = located(blob);
+        let n = self
+            .0
+            .execute(
+                &format!("UPDATE {table} SET {column} = $1 WHERE {key}::text = $2"),
+                &[&bytes, &value],
+            )
+            .unwrap();
+        assert_eq!(n, 1, "{table}.{column}");
+    }
 }

@@ -955,7 +955,7 @@ impl Tx for Connection {
         if chain != ROOT_CHAIN {
             return Ok(None);
         }
-        Ok(Some(stored_audit_head(self)?))
+        stored_audit_head(self)
     }
 
     fn append_audit(
@@ -1005,10 +1005,14 @@ impl Tx for Connection {
     }
 
     fn chains(&mut self) -> StoreResult<Vec<ChainRow>> {
-        Ok(vec![ChainRow {
-            chain: ROOT_CHAIN,
-            head: stored_audit_head(self)?,
-        }])
+        // A deleted head row is a removed chain, for verification to name.
+        Ok(stored_audit_head(self)?
+            .map(|head| ChainRow {
+                chain: ROOT_CHAIN,
+                head,
+            })
+            .into_iter()
+            .collect())
     }
 
     fn chains_with_entries(&mut self) -> StoreResult<Vec<ChainId>> {
@@ -1191,8 +1195,8 @@ fn subject_deposit_ids(conn: &Connection, subject_index: &str) -> StoreResult<Ve
     Ok(ids)
 }
 
-/// The audit chain's head as stored.
-pub(crate) fn stored_audit_head(conn: &Connection) -> StoreResult<Head> {
+/// The audit chain's head as stored (`None`: its row was deleted).
+pub(crate) fn stored_audit_head(conn: &Connection) -> StoreResult<Option<Head>> {
     Ok(conn
         .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
         .query_row([], |r| {
@@ -1200,7 +1204,8 @@ pub(crate) fn stored_audit_head(conn: &Connection) -> StoreResult<Head> {
                 seq: r.get(0)?,
                 hash: r.get(1)?,
             })
-        })?)
+        })
+        .optional()?)
 }
 
 #[cfg(test)]

@@ -593,4 +593,152 @@ mod tests {
         conn.execute("UPDATE codes SET redemption_id = 'red_3' WHERE row = 8", [])
             .unwrap();
     }
+
+    /// A vault of schema 5 on disk with real data, made by a store of today
+    /// and copied into the tables schema 5 had: a deposit's data key in
+    /// `data_keys`, its groups in `records`.
+    #[cfg(feature = "conformance")]
+    fn v5_vault_with_a_deposit(dir: &std::path::Path) -> V5 {
+        use crate::conformance::fixture::{attempt, deposit, now_call};
+        use crate::conformance::Fixture;
+        use crate::Store;
+
+        struct Made(tempfile::TempDir);
+        impl crate::conformance::Factory for Made {
+            type Backend = crate::sqlite::SqliteBackend;
+            fn open(&self) -> crate::SqliteStore {
+                crate::SqliteStore::open(self.0.path()).unwrap()
+            }
+            fn backdoor(&self) -> Box<dyn crate::conformance::Backdoor> {
+                unimplemented!("not needed to make a vault")
+            }
+            fn chain_per_store(&self) -> bool {
+                false
+            }
+        }
+        let f = Fixture::new(Made(tempfile::tempdir().unwrap()));
+        let p = f.parties();
+        let d = deposit(&f.store, &p, "APP-5", &["applicant,risk", "device,risk"]).unwrap();
+        let r = f
+            .store
+            .redeem(
+                &now_call(&p.funder.tenant_id, "redemption.create"),
+                attempt(&d.codes[1], dzl_types::Purpose::CreditApplication),
+            )
+            .unwrap();
+        let entries = f.store.audit_head_seq().unwrap();
+        f.store.close();
+
+        let conn = crate::sqlite::conn::open_connection(dir).unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        let made = f.factory.0.path();
+        conn.execute(
+            "ATTACH DATABASE ?1 AS m",
+            [made.join("vault.db").to_str().unwrap()],
+        )
+        .unwrap();
+        conn.execute(
+            "ATTACH DATABASE ?1 AS mi",
+            [made.join("identity.db").to_str().unwrap()],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "PRAGMA main.user_version = 5;
+             BEGIN;
+             UPDATE meta SET value = (SELECT value FROM m.meta WHERE key = 'generation');
+             UPDATE audit_head SET (seq, hash) = (SELECT seq, hash FROM m.audit_head);
+             INSERT INTO keks SELECT * FROM m.keks;
+             INSERT INTO sealed_secrets SELECT * FROM m.sealed_secrets;
+             INSERT INTO tenants SELECT * FROM m.tenants;
+             INSERT INTO deposits SELECT * FROM m.deposits;
+             INSERT INTO deposit_subjects SELECT * FROM m.deposit_subjects;
+             INSERT INTO data_keys SELECT deposit_id, kek_version, wrapped_key FROM m.deposit_records;
+             INSERT INTO records SELECT deposit_id, 'device', device FROM m.deposit_records
+                 WHERE device IS NOT NULL;
+             INSERT INTO records SELECT deposit_id, 'risk', risk FROM m.deposit_records
+                 WHERE risk IS NOT NULL;
+             INSERT INTO codes SELECT * FROM m.codes;
+             INSERT INTO redemptions SELECT * FROM m.redemptions;
+             INSERT INTO audit SELECT * FROM m.audit;
+             INSERT INTO usage SELECT * FROM m.usage;
+             INSERT INTO ident.identities SELECT * FROM mi.identities;
+             COMMIT;",
+        )
+        .unwrap();
+        V5 {
+            keys: p,
+            root: f.root,
+            codes: d.codes,
+            redeemed: r.code_id,
+            entries,
+        }
+    }
+
+    /// What [`v5_vault_with_a_deposit`] made.
+    #[cfg(feature = "conformance")]
+    struct V5 {
+        keys: crate::conformance::fixture::Parties,
+        root: dzl_crypto::RootKey,
+        codes: Vec<dzl_types::AuthCode>,
+        redeemed: dzl_types::CodeId,
+        entries: i64,
+    }
+
+    #[test]
+    #[cfg(feature = "conformance")]
+    fn migration_6_merges_each_deposits_key_and_groups_and_the_vault_goes_on() {
+        use crate::conformance::fixture::{attempt, now_call, open, APPLICANT, RISK};
+        use crate::Store;
+        use dzl_types::Group;
+
+        let dir = tempfile::tempdir().unwrap();
+        let v5 = v5_vault_with_a_deposit(dir.path());
+        let p = &v5.keys;
+
+        let store = crate::SqliteStore::open(dir.path()).unwrap();
+
+        assert_eq!(
+            store.verify_audit(&mut |_| {}).unwrap(),
+            Ok(v5.entries as u64)
+        );
+        crate::admin::load_keys(&store, &v5.root).unwrap();
+        assert_eq!(store.keks().unwrap()[0].data_keys, 2, "both keys counted");
+        // The redeemed code keeps its redemption; the issued one redeems,
+        // its key and groups read from the merged row.
+        let status = store
+            .code_status(
+                &now_call(&p.platform.tenant_id, "code.status"),
+                &v5.redeemed,
+            )
+            .unwrap();
+        assert_eq!(status.state, dzl_types::wire::CodeState::Redeemed);
+        let r = store
+            .redeem(
+                &now_call(&p.funder.tenant_id, "redemption.create"),
+                attempt(&v5.codes[0], dzl_types::Purpose::CreditApplication),
+            )
+            .unwrap();
+        assert_eq!(
+            open(p, &r),
+            [
+                (Group::Applicant, APPLICANT.to_owned()),
+                (Group::Risk, RISK.to_owned())
+            ]
+        );
+        // The guards that survive restarts have their tables.
+        assert!(store.remember_nonce("k_1", "n0nce", i64::MAX, 0).unwrap());
+        assert!(store.verify_audit(&mut |_| {}).unwrap().is_ok());
+        store.close();
+        let conn = Connection::open(dir.path().join("vault.db")).unwrap();
+        let old: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name IN ('data_keys', 'records')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old tables are gone");
+    }
 }
