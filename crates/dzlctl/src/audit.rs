@@ -131,7 +131,7 @@ pub fn verify(ctx: &Context, vault: &Vault, printer: &Printer<'_>) -> Result<Ver
             store.record_action(
                 &call,
                 "audit_chain_broken",
-                &format!("the chain is broken at entry {}", e.seq()),
+                &format!("chain {} is broken at entry {}", e.chain, e.seq()),
             )?;
             Err(CliError::AuditChainBroken(e))
         }

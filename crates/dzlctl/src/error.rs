@@ -88,7 +88,7 @@ pub enum CliError {
         first: String,
     },
     /// `audit verify` found the chain broken.
-    #[error("the audit trail is broken in chain {} at entry {}: {}", .0.chain, .0.seq(), .0.error)]
+    #[error("{}", broken(.0))]
     AuditChainBroken(dzl_audit::TrailError),
     /// A file the verb must create already exists.
     #[error("{} already exists; it is never overwritten: name a new file", .0.display())]
@@ -99,6 +99,21 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// `the audit chain is broken at entry N: …`, naming the chain when the
+/// trail has several.
+fn broken(e: &dzl_audit::TrailError) -> String {
+    let chain = if e.chain == 1 {
+        String::new()
+    } else {
+        format!(" {}", e.chain)
+    };
+    format!(
+        "the audit chain{chain} is broken at entry {}: {}",
+        e.seq(),
+        e.error
+    )
 }
 
 impl CliError {

@@ -123,6 +123,7 @@ fn export_writes_json_lines_bounded_by_time() {
     let fields = [
         "actor",
         "at",
+        "chain",
         "code_id",
         "deposit_id",
         "detail",
@@ -138,6 +139,7 @@ fn export_writes_json_lines_bounded_by_time() {
     ];
     for (i, e) in all.iter().enumerate() {
         assert_eq!(keys(e), fields);
+        assert_eq!(e["chain"], 1, "the embedded store has one chain");
         assert_eq!(e["seq"], i as u64 + 1);
     }
     assert_eq!(all[5]["operation"], "audit.verify");
