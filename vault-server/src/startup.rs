@@ -59,7 +59,15 @@ fn open_store(
         return Ok((Arc::new(store), guards, None));
     }
     let dir = settings.store.data_dir.clone();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Refused before anything is written: a mistyped directory must not
+    // become a new, empty one.
+    anyhow::ensure!(
+        dzl_store::sqlite::vault_db(&dir).is_file(),
+        "no vault in {}: initialise one with `dzlctl --data-dir {} init` (the root key from \
+         DZL_ROOT_KEY_FILE or DZL_ROOT_KEY), or give --data-dir the directory of an initialised vault",
+        dir.display(),
+        dir.display()
+    );
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

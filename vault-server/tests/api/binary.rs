@@ -89,3 +89,56 @@ async fn acknowledged_deposits_survive_kill_9_and_no_plaintext_reaches_disk_or_l
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("POST /v1/redemptions 200"), "{text}");
 }
+
+/// `dzl-vault` with `args`, `TMPDIR` set to `tmp` and a root key in the
+/// environment; its exit status and stderr.
+fn run_vault(args: &[&str], tmp: &Path, root: &dzl_crypto::RootKey) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dzl-vault"))
+        .args(args)
+        .env("TMPDIR", tmp)
+        .env("DZL_ROOT_KEY", root.to_base64())
+        .env_remove("DZL_ROOT_KEY_FILE")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn serve_refuses_a_missing_or_empty_directory_without_writing_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-dir");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+
+    for dir in [&missing, &empty] {
+        let dir_arg = dir.to_str().unwrap();
+        let (ok, stderr) = run_vault(
+            &["serve", "--bind", "127.0.0.1:0", "--data-dir", dir_arg],
+            tmp.path(),
+            &new_root(),
+        );
+
+        assert!(!ok, "{stderr}");
+        assert!(
+            stderr.contains("no vault in") && stderr.contains("dzlctl --data-dir"),
+            "{stderr}"
+        );
+    }
+    assert!(!missing.exists(), "serve created {}", missing.display());
+    assert!(
+        entries(&empty).is_empty(),
+        "serve wrote {:?}",
+        entries(&empty)
+    );
+}
