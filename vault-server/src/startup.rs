@@ -90,6 +90,21 @@ fn open_store(
     Ok((Arc::new(store), Guards::local(&settings.limits), Some(lock)))
 }
 
+/// Binds `addr`; an address in use says how to choose another.
+fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "{addr} is already in use (another dzl-vault?): choose another address with \
+                 --bind, e.g. --bind 127.0.0.1:8081 (port 0 picks a free port), or stop what \
+                 listens there"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("binding {addr}"))
+        }
+    })
+}
+
 impl Application {
     /// Opens the store in `settings.store.data_dir` and binds `settings.server.bind`.
     pub fn build(settings: Settings, root: RootKey) -> anyhow::Result<Self> {
@@ -107,8 +122,7 @@ impl Application {
         let (store, guards, lock) = off_runtime(|| open_store(&settings))?;
         let state = web::Data::new(AppState::new(store, guards, settings.clone(), root, clock));
         off_runtime(|| state.reload(true));
-        let listener = TcpListener::bind(&settings.server.bind)
-            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let listener = bind(&settings.server.bind)?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
         let server = HttpServer::new(move || crate::create_app(app_state.clone()))

@@ -115,6 +115,26 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 #[test]
+fn demo_on_a_port_in_use_suggests_bind_and_leaves_no_directory_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+
+    let (ok, stderr) = run_vault(&["demo", "--bind", &addr], tmp.path(), &new_root());
+
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("--bind"),
+        "{stderr}"
+    );
+    assert!(
+        entries(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        entries(tmp.path())
+    );
+}
+
+#[test]
 fn serve_refuses_a_missing_or_empty_directory_without_writing_to_it() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-dir");
