@@ -68,7 +68,7 @@ pub fn ready(state: &AppState) -> ApiResult<Arc<Loaded>> {
         NotReady::Store(_) => {
             ApiError::with_detail(ErrorCode::StorageUnavailable, "The store is unavailable.")
         }
-        _ => ApiError::with_detail(ErrorCode::NotReady, "The vault is not ready."),
+        other => ApiError::with_detail(ErrorCode::NotReady, other.detail()),
     })
 }
 

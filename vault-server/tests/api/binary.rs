@@ -162,3 +162,32 @@ fn serve_refuses_a_missing_or_empty_directory_without_writing_to_it() {
         entries(&empty)
     );
 }
+
+#[actix_web::test]
+#[allow(clippy::zombie_processes)] // killed and waited for below
+async fn readyz_names_a_wrong_root_key_and_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("server.log");
+    let right = new_root();
+    provision(dir.path(), &right, None);
+    let wrong = new_root();
+
+    let mut server = start(dir.path(), &wrong, &log, &[]);
+    let r = RawClient::new(server.base.clone(), None)
+        .send("GET", "/readyz", b"")
+        .await
+        .unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    assert_problem(&r, 503, "not_ready");
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("root key") && detail.contains("DZL_ROOT_KEY_FILE"),
+        "{detail}"
+    );
+    for key in [&right, &wrong] {
+        assert!(!detail.contains(key.to_base64().as_str()), "{detail}");
+    }
+}
