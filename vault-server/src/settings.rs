@@ -76,7 +76,7 @@ pub struct CodeSettings {
     pub max_ttl_seconds: u32,
 }
 
-/// Query monitoring (DESIGN §4 "Limits").
+/// Query monitoring (docs/api.md, "Tenants and limits").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {
