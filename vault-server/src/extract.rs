@@ -106,7 +106,7 @@ pub async fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
         .map_err(|secs| ApiError::rate_limited(secs, "The tenant's request rate limit is exceeded"))
 }
 
-/// Checks the request signature (DESIGN §4), the client certificate of a
+/// Checks the request signature (docs/api.md), the client certificate of a
 /// pinned tenant, the nonce, and the tenant's state and kind.
 pub async fn authenticate_only(
     state: &AppState,

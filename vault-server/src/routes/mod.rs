@@ -1,4 +1,4 @@
-//! HTTP API v1 routes (DESIGN §4) and the operational endpoints. Each
+//! HTTP API v1 routes (docs/api.md) and the operational endpoints. Each
 //! handler reads its body, authenticates, parses, then does its work in
 //! exactly one store call: on the blocking pool, or, for the hot calls a
 //! store can queue (deposits, redemptions), submitted from the worker.
