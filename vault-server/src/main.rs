@@ -1,8 +1,9 @@
 //! `dzl-vault`: the vault's HTTP server. Only wiring: settings, root key,
 //! logging, then `Application`.
 
-/// mimalloc, for Rust and (through `override`) for SQLite: glibc's malloc
-/// cost a fifth of the HTTP workers' time under load (docs/performance.md).
+/// mimalloc, for Rust and (through `override`) for SQLite: with glibc's
+/// malloc, allocation takes a fifth of the HTTP workers' time under load
+/// (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
