@@ -93,7 +93,7 @@ pub fn signing(data: &[u8]) {
     );
     assert_eq!(
         canonical, expected,
-        "canonical string differs from DESIGN §4"
+        "canonical string differs from docs/api.md"
     );
     // Fields come back out when none contains a newline (HTTP guarantees it
     // for method and path; the server checks the nonce first).

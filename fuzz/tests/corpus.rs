@@ -138,6 +138,68 @@ fn seeded_mutations_hold_the_properties() {
     }
 }
 
+/// The contract's signing vectors (`crates/dzl-types/tests/vectors/`).
+fn signing_vectors() -> Vec<serde_json::Value> {
+    let path = root().join("../crates/dzl-types/tests/vectors/signing-vectors.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} must be readable: {e}", path.display()));
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("signing vectors are JSON");
+    doc["vectors"].as_array().expect("a vectors array").clone()
+}
+
+/// The `signing` seeds: each contract vector as the target reads it, the
+/// last with a signature that is not base64, then two refusals.
+fn signing_seeds() -> Vec<String> {
+    let vectors = signing_vectors();
+    let last = vectors.len().saturating_sub(1);
+    let mut seeds: Vec<String> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let s = |k: &str| v[k].as_str().expect("a string field").to_owned();
+            let signature = if i == last {
+                "not base64!".to_owned()
+            } else {
+                s("signature")
+            };
+            format!(
+                "{}\n{}\n{}\n{}\n{}\n{}\n{}",
+                s("method"),
+                s("path_and_query"),
+                v["timestamp"].as_i64().expect("a timestamp"),
+                s("nonce"),
+                s("secret"),
+                signature,
+                s("body_utf8")
+            )
+        })
+        .collect();
+    seeds.push(
+        "DELETE\n/v1/deposits/dep_00\n-1\nshort\n\ncFoBTgWOMTt/M+2bcOjDwW4bPTY5tVsNNMqNovEsZrc\n"
+            .to_owned(),
+    );
+    seeds.push(format!(
+        "POST\n/v1/subject-access\n9223372036854775807\n{}\nk\nAAAA\n{{}}",
+        "n0nce-".repeat(10) + "n0nce"
+    ));
+    seeds
+}
+
+#[test]
+fn the_signing_seeds_are_the_contract_vectors() {
+    for (i, seed) in signing_seeds().iter().enumerate() {
+        let path = root().join("corpus/signing").join(format!("seed-{i}"));
+        let committed = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{} must be readable: {e}", path.display()));
+        assert_eq!(
+            String::from_utf8_lossy(&committed),
+            *seed,
+            "{} differs from the vectors: run `cargo test -- --ignored write_seeds`",
+            path.display()
+        );
+    }
+}
+
 /// Regenerates `corpus/*/seed-*` (deterministic; run when a format changes).
 #[test]
 #[ignore]
@@ -149,64 +211,12 @@ fn write_seeds() {
         std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("write");
     };
 
-    // signing: METHOD \n PATH \n TS \n NONCE \n SECRET \n SIGNATURE \n BODY,
-    // from shared/contract/signing-vectors.json and a few refusals.
-    let vectors = [
-        (
-            "POST",
-            "/v1/deposits",
-            "1795334400",
-            "n0nce-0000000001",
-            "s3cr3t-platform-key-0123456789abcdef",
-            "cFoBTgWOMTt/M+2bcOjDwW4bPTY5tVsNNMqNovEsZrc=",
-            "{\"external_ref\":\"APP-1\"}",
-        ),
-        (
-            "GET",
-            "/v1/codes/cod_01HXYZ?verbose=1",
-            "1795334401",
-            "abcdefABCDEF0123_-",
-            "s3cr3t-platform-key-0123456789abcdef",
-            "CgYKmwqeohINzR71Ebp+OqVVZGRZ1/7rLJmas4L19ok=",
-            "",
-        ),
-        (
-            "POST",
-            "/v1/redemptions",
-            "1795334402",
-            "Zz9_-Zz9_-Zz9_-Zz",
-            "funder-secret-ünïcode-✓",
-            "not base64!",
-            "{\"code\":\"ac_x\",\"purpose\":\"drawdown\",\"note\":\"授信\"}",
-        ),
-        (
-            "DELETE",
-            "/v1/deposits/dep_00",
-            "-1",
-            "short",
-            "",
-            "cFoBTgWOMTt/M+2bcOjDwW4bPTY5tVsNNMqNovEsZrc",
-            "",
-        ),
-        (
-            "POST",
-            "/v1/subject-access",
-            "9223372036854775807",
-            "n0nce-n0nce-n0nce-n0nce-n0nce-n0nce-n0nce-n0nce-n0nce-n0nce-n0nce",
-            "k",
-            "AAAA",
-            "{}",
-        ),
-    ];
-    for (i, v) in vectors.iter().enumerate() {
-        let text = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n{}",
-            v.0, v.1, v.2, v.3, v.4, v.5, v.6
-        );
-        write("signing", &i.to_string(), text.as_bytes());
+    // signing: METHOD \n PATH \n TS \n NONCE \n SECRET \n SIGNATURE \n BODY.
+    for (i, seed) in signing_seeds().iter().enumerate() {
+        write("signing", &i.to_string(), seed.as_bytes());
     }
 
-    // deposit_json: DESIGN §4's example and its neighbours.
+    // deposit_json: the deposit example of docs/api.md and its neighbours.
     let funder = "ten_00112233445566778899aabbccddeeff";
     let design = serde_json::json!({
         "external_ref": "APP-20261122-0001",

@@ -12,7 +12,7 @@ use serde::Deserialize;
 /// Everything a client call can fail with.
 ///
 /// The variants down to [`Error::Other`] are the vault's answers, one per
-/// problem `code` of the HTTP API (DESIGN §4); a code this SDK does not know
+/// problem `code` of the HTTP API (docs/api.md); a code this SDK does not know
 /// yet (added by a newer vault) arrives as [`Error::Other`]. The remaining
 /// variants never came from the vault's problem body.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@
 //! * [`OperatorClient`], for the bureau:
 //!   [`subject_access`](OperatorClient::subject_access).
 //!
-//! Requests are signed as DESIGN §4 specifies ([`Signer`]). Deposits are
+//! Requests are signed as docs/api.md specifies ([`Signer`]). Deposits are
 //! built with [`Deposit::builder`], which refuses what the vault would
 //! refuse, with the vault's own types. Failures are one [`Error`] enum whose
 //! variants are the vault's problem codes. Idempotent calls are retried on

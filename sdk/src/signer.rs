@@ -1,4 +1,4 @@
-//! Request signing, exactly as DESIGN §4 specifies (HMAC-SHA256 over the
+//! Request signing, exactly as docs/api.md specifies (HMAC-SHA256 over the
 //! canonical string, standard padded base64), with a fresh nonce per request
 //! and the timestamp from the system clock.
 

@@ -1,7 +1,8 @@
 """Schemathesis hooks for dzl-vault (loaded with SCHEMATHESIS_HOOKS=dzl_hooks).
 
 * Signing: every request of a signed operation carries the four X-DZL-*
-  headers of DESIGN §4, computed over the exact bytes that go on the wire:
+  headers of docs/api.md ("Signed requests"), computed over the exact bytes
+  that go on the wire:
 
       canonical = METHOD \\n PATH_AND_QUERY \\n TIMESTAMP \\n NONCE \\n hex(sha256(body))
       X-DZL-Signature = base64(HMAC-SHA256(secret, canonical))
@@ -71,10 +72,23 @@ def sign(secret: str, text: str) -> str:
     return base64.b64encode(mac).decode("ascii")
 
 
+VECTORS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    "..", "..", "crates", "dzl-types", "tests", "vectors", "signing-vectors.json",
+)
+
+
 def _self_test() -> None:
-    """DESIGN §4's first test vector (shared/contract/signing-vectors.json)."""
-    text = canonical("POST", "/v1/deposits", 1795334400, "n0nce-0000000001", b'{"external_ref":"APP-1"}')
-    assert sign("s3cr3t-platform-key-0123456789abcdef", text) == "cFoBTgWOMTt/M+2bcOjDwW4bPTY5tVsNNMqNovEsZrc="
+    """The signing vectors of the contract (docs/api.md) through this file's signer."""
+    with open(VECTORS, encoding="utf-8") as f:
+        vectors = json.load(f)["vectors"]
+    assert vectors, f"no signing vectors in {VECTORS}"
+    for v in vectors:
+        text = canonical(
+            v["method"], v["path_and_query"], v["timestamp"], v["nonce"], v["body_utf8"].encode("utf-8")
+        )
+        assert text == v["canonical"], v["canonical"]
+        assert sign(v["secret"], text) == v["signature"], v["canonical"]
 
 
 _self_test()

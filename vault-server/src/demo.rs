@@ -2,7 +2,7 @@
 //! dir, with a root key, a demo platform, funder and operator, served on
 //! loopback — one command, no configuration.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dzl_store::admin::{self, NewTenant, TenantCredentials};
 use dzl_store::{SqliteStore, TenantKind};
@@ -49,6 +49,64 @@ pub fn prepare() -> anyhow::Result<Demo> {
     })
 }
 
+/// Removes the demo's directory (data and root key): the demo could not be
+/// served, and a directory nobody was told about must not stay behind.
+pub fn discard(d: &Demo) {
+    if let Err(e) = std::fs::remove_dir_all(&d.data_dir) {
+        log::warn!("could not remove {}: {e}", d.data_dir.display());
+    }
+}
+
+/// The demo's address, directory, root key file and credentials as shell
+/// `export` lines (`. FILE` sets them; `scripts/dzl-call` and `dzlctl`
+/// read them).
+pub fn env_file_text(d: &Demo, base_url: &str) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
+    let mut out =
+        String::from("# dzl-vault demo: its address and credentials (secrets: keep private)\n");
+    let mut line = |name: &str, value: &str| {
+        out.push_str(&format!("export {name}={}\n", quote(value)));
+    };
+    line("DZL_URL", base_url);
+    line("DZL_DATA_DIR", &d.data_dir.display().to_string());
+    line("DZL_ROOT_KEY_FILE", &d.root_key_file.display().to_string());
+    for (role, c) in [
+        ("PLATFORM", &d.platform),
+        ("FUNDER", &d.funder),
+        ("OPERATOR", &d.operator),
+    ] {
+        line(&format!("DZL_{role}_ID"), c.tenant_id.as_str());
+        line(&format!("DZL_{role}_KEY_ID"), &c.key_id);
+        line(&format!("DZL_{role}_SECRET"), c.secret.as_str());
+    }
+    out
+}
+
+/// Writes [`env_file_text`] to `path`, readable by its owner only, whole or
+/// not at all (a script waiting for the file never reads half of it).
+pub fn write_env_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("--env-file {} names no file", path.display()))?;
+    let partial = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(&partial)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", partial.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&partial, path)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
 /// What to print for the person who ran `demo`.
 pub fn instructions(d: &Demo, base_url: &str) -> String {
     let t = |name: &str, c: &TenantCredentials| {
@@ -66,7 +124,8 @@ pub fn instructions(d: &Demo, base_url: &str) -> String {
          Try it:\n\
          \x20 curl {base_url}/readyz\n\
          \x20 curl {base_url}/v1/receipt-keys\n\
-         \x20 # a signed deposit and redemption, through the SDK:\n\
+         \x20 # a signed deposit and redemption: the README's walkthrough (scripts/dzl-call),\n\
+         \x20 # or, from the repository, through the SDK:\n\
          \x20 DZL_URL={base_url} DZL_PLATFORM_KEY_ID={pk} DZL_PLATFORM_SECRET={ps} \\\n\
          \x20 DZL_FUNDER_ID={fid} DZL_FUNDER_KEY_ID={fk} DZL_FUNDER_SECRET={fs} \\\n\
          \x20   cargo run -p dzl-examples --bin platform_and_funder\n\n\

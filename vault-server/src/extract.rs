@@ -211,7 +211,7 @@ pub fn ready(state: &AppState) -> ApiResult<Arc<Loaded>> {
         NotReady::Store(_) => {
             ApiError::with_detail(ErrorCode::StorageUnavailable, "The store is unavailable.")
         }
-        _ => ApiError::with_detail(ErrorCode::NotReady, "The vault is not ready."),
+        other => ApiError::with_detail(ErrorCode::NotReady, other.detail()),
     })
 }
 
@@ -237,7 +237,7 @@ pub async fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
         .map_err(|secs| ApiError::rate_limited(secs, "The tenant's request rate limit is exceeded"))
 }
 
-/// Checks the request signature, the client certificate of a
+/// Checks the request signature (docs/api.md), the client certificate of a
 /// pinned tenant, the nonce, and the tenant's state and kind.
 pub async fn authenticate_only(
     state: &AppState,

@@ -1,11 +1,11 @@
 //! RFC 8785 (JCS) canonical JSON of a `serde_json::Value`, written directly.
 //!
 //! Receipts sign the canonical form of the released groups and of the
-//! receipt body, and every redemption writes both. `serde_jcs` gets there by
-//! serialising each object's entries into buffers of their own, parsing
-//! every key back to sort it by UTF-16 code units, and then copying it all
-//! out again; that was about a sixth of a redemption's time on the HTTP
-//! worker (docs/performance.md). This writes each value once. A `Value`'s
+//! receipt body, and every redemption writes both. `serde_jcs` serialises
+//! each object's entries into buffers of their own, parses every key back
+//! to sort it by UTF-16 code units, and copies it all out again, which
+//! costs a redemption's HTTP worker about a sixth of its time
+//! (docs/performance.md). This writes each value once. A `Value`'s
 //! map already holds its keys in byte (UTF-8) order. That is UTF-16 order
 //! too, unless a key has a character beyond U+FFFF: its surrogate pair
 //! sorts before U+E000–U+FFFF in UTF-16 but after them in UTF-8. Only maps

@@ -88,9 +88,8 @@ pub fn routes() -> Vec<(&'static str, &'static str, Route)> {
 /// [`routes`] by path, each with its methods and handlers, in the order
 /// actix tries them: paths without parameters first. actix tries resources
 /// in order, for the request and again for its route pattern (metrics and
-/// logs), and each pattern with a parameter it tries is a regex match:
-/// 1.5–2.7% of the HTTP workers' samples during redemptions, which came
-/// after four such patterns (`perf`, docs/performance-log.md).
+/// logs), and each pattern with a parameter it tries is a regex match
+/// (docs/performance.md, "How the write path is built").
 fn resources() -> Vec<(&'static str, Vec<&'static str>, Vec<Route>)> {
     let mut resources: Vec<(&'static str, Vec<&'static str>, Vec<Route>)> = Vec::new();
     for (method, path, route) in routes() {

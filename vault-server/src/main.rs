@@ -1,8 +1,9 @@
 //! `dzl-vault`: the vault's HTTP server. Only wiring: settings, root key,
 //! logging, then `Application`.
 
-/// mimalloc, for Rust and (through `override`) for SQLite: glibc's malloc
-/// cost a fifth of the HTTP workers' time under load (docs/performance.md).
+/// mimalloc, for Rust and (through `override`) for SQLite: with glibc's
+/// malloc, allocation takes a fifth of the HTTP workers' time under load
+/// (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -39,9 +40,14 @@ enum Command {
     /// One command to try it: a fresh vault under the system temp dir, demo
     /// tenants, served on 127.0.0.1:8080 (or --bind).
     Demo {
-        /// The address to listen on.
+        /// The address to listen on (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: String,
+        /// Also write the address, data directory, root key file and demo
+        /// credentials to this file as shell `export` lines (mode 0600),
+        /// once the vault listens.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
     },
 }
 
@@ -73,24 +79,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let root = RootKeySource::from_env().load()?;
             (settings, root)
         }
-        Command::Demo { bind } => {
-            let demo = dzl_vault_server::demo::prepare()?;
-            let mut settings = Settings::default();
-            settings.store.data_dir = demo.data_dir.clone();
-            settings.server.bind = bind;
-            let root = RootKeySource {
-                file: Some(demo.root_key_file.clone()),
-                inline: None,
-            }
-            .load()?;
-            let app = Application::build(settings, root)?;
-            let url = format!("http://127.0.0.1:{}", app.port());
-            println!("{}", dzl_vault_server::demo::instructions(&demo, &url));
-            return serve(app);
-        }
+        Command::Demo { bind, env_file } => return demo(bind, env_file),
     };
     let app = Application::build(settings, root)?;
     log::info!("dzl-vault listening on port {}", app.port());
+    serve(app)
+}
+
+fn demo(bind: String, env_file: Option<PathBuf>) -> anyhow::Result<()> {
+    use dzl_vault_server::demo;
+    let prepared = demo::prepare()?;
+    let started = (|| {
+        let mut settings = Settings::default();
+        settings.store.data_dir = prepared.data_dir.clone();
+        settings.server.bind = bind;
+        let root = RootKeySource {
+            file: Some(prepared.root_key_file.clone()),
+            inline: None,
+        }
+        .load()?;
+        let app = Application::build(settings, root)?;
+        let url = format!("http://127.0.0.1:{}", app.port());
+        if let Some(path) = &env_file {
+            demo::write_env_file(path, &demo::env_file_text(&prepared, &url))?;
+        }
+        anyhow::Ok((app, url))
+    })();
+    let (app, url) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            demo::discard(&prepared);
+            return Err(e);
+        }
+    };
+    println!("{}", demo::instructions(&prepared, &url));
     serve(app)
 }
 

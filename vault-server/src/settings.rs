@@ -86,7 +86,8 @@ pub struct CodeSettings {
     pub max_ttl_seconds: u32,
 }
 
-/// Query monitoring: replay window, guessing and authentication-failure limits.
+/// Query monitoring: replay window, guessing and authentication-failure
+/// limits (docs/api.md, "Tenants and limits").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitSettings {

@@ -102,7 +102,15 @@ fn open_store(
         return Ok((Arc::new(store), guards, None));
     }
     let dir = settings.store.data_dir.clone();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Refused before anything is written: a mistyped directory must not
+    // become a new, empty one.
+    anyhow::ensure!(
+        dzl_store::sqlite::vault_db(&dir).is_file(),
+        "no vault in {}: initialise one with `dzlctl --data-dir {} init` (the root key from \
+         DZL_ROOT_KEY_FILE or DZL_ROOT_KEY), or give --data-dir the directory of an initialised vault",
+        dir.display(),
+        dir.display()
+    );
     let mut lock = std::fs::OpenOptions::new();
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut lock, 0o600);
@@ -205,6 +213,21 @@ fn listen(
     })?)
 }
 
+/// Binds `addr`; an address in use says how to choose another.
+fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "{addr} is already in use (another dzl-vault?): choose another address with \
+                 --bind, e.g. --bind 127.0.0.1:8081 (port 0 picks a free port), or stop what \
+                 listens there"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("binding {addr}"))
+        }
+    })
+}
+
 impl Application {
     /// Opens the store in `settings.store.data_dir` and binds `settings.server.bind`.
     pub fn build(settings: Settings, root: RootKey) -> anyhow::Result<Self> {
@@ -222,8 +245,7 @@ impl Application {
         let (store, guards, lock) = off_runtime(|| open_store(&settings))?;
         let state = web::Data::new(AppState::new(store, guards, settings.clone(), root, clock));
         off_runtime(|| state.reload(true));
-        let listener = TcpListener::bind(&settings.server.bind)
-            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let listener = bind(&settings.server.bind)?;
         let port = listener.local_addr()?.port();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

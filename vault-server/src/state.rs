@@ -75,10 +75,38 @@ pub struct Loaded {
 pub enum NotReady {
     /// Not loaded yet.
     Starting,
-    /// The root key does not open the keyring, or the keyring is missing.
+    /// The root key does not open the keyring.
+    WrongRootKey,
+    /// The store holds no keyring.
+    NotInitialised,
+    /// The keys or tenants could not be opened for another reason (logged).
     Keys(String),
     /// The store failed.
     Store(String),
+}
+
+impl NotReady {
+    /// The reason and its fix, as `/readyz` and every refused request say
+    /// them: fixed texts that name no key, secret or stored value.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            NotReady::Starting => "The vault is starting: its keys and tenants are not loaded yet.",
+            NotReady::WrongRootKey => {
+                "The vault is not ready: the root key it was started with does not open this \
+                 vault's keyring. Restart it with the root key the vault was initialised with \
+                 (DZL_ROOT_KEY_FILE or DZL_ROOT_KEY)."
+            }
+            NotReady::NotInitialised => {
+                "The vault is not ready: the store holds no keyring. Run `dzlctl init` on it, \
+                 then restart the server."
+            }
+            NotReady::Keys(_) => {
+                "The vault is not ready: its keys or tenants could not be opened; the server's \
+                 log says why."
+            }
+            NotReady::Store(_) => "The store is unavailable.",
+        }
+    }
 }
 
 /// Everything a handler can reach.
@@ -178,7 +206,8 @@ impl AppState {
                 );
             }
             Err(NotReady::Keys(why)) => log::error!("vault not ready: {why}"),
-            Err(e) => log::error!("vault not ready: {e:?}"),
+            Err(NotReady::Store(why)) => log::error!("vault not ready: store unavailable: {why}"),
+            Err(e) => log::error!("{}", e.detail()),
         }
         self.set_loaded(result.map(Arc::new));
     }
@@ -192,6 +221,8 @@ fn load(
 ) -> Result<Loaded, NotReady> {
     let keys = admin::load_keys(store, root).map_err(|e| match e {
         AdminError::Store(s) => NotReady::Store(s.to_string()),
+        AdminError::WrongRootKey => NotReady::WrongRootKey,
+        AdminError::NotInitialised => NotReady::NotInitialised,
         other => NotReady::Keys(other.to_string()),
     })?;
     let rows = store

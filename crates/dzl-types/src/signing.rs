@@ -1,4 +1,4 @@
-//! Request signing, DESIGN §4:
+//! Request signing (docs/api.md, "Signed requests"):
 //!
 //! ```text
 //! canonical = METHOD "\n" PATH_AND_QUERY "\n" TIMESTAMP "\n" NONCE "\n" lowercase_hex(SHA-256(body))

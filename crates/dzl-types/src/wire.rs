@@ -1,4 +1,4 @@
-//! Request and response bodies of HTTP API v1 (DESIGN §4). Requests are
+//! Request and response bodies of HTTP API v1 (docs/api.md). Requests are
 //! strict (`deny_unknown_fields`); every field is a checked newtype, so a
 //! body that deserialises is a body the vault can act on.
 

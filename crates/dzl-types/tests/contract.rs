@@ -1,5 +1,6 @@
-//! The shared contract vectors (`../shared/contract/`): request signatures
-//! and resident id check digits. These are what integrations rely on.
+//! The contract's test vectors (`tests/vectors/`, described in docs/api.md):
+//! request signatures and resident id check digits. Integrations check
+//! their own implementations against the same files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use dzl_types::signing;
 
 fn contract(name: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/contract")
+        .join("tests/vectors")
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("contract file {} must be readable: {e}", path.display()));

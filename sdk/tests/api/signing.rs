@@ -1,4 +1,5 @@
-//! The shared contract's signing vectors, through the SDK's signer.
+//! The contract's signing vectors (`crates/dzl-types/tests/vectors/`),
+//! through the SDK's signer.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use dzl_sdk::Signer;
 #[test]
 fn contract_signing_vectors() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/contract/signing-vectors.json");
+        .join("../crates/dzl-types/tests/vectors/signing-vectors.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{} must be readable: {e}", path.display()));
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();

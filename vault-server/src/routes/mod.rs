@@ -1,8 +1,9 @@
-//! HTTP API v1 routes (DESIGN §4) and the operational endpoints. Each
+//! HTTP API v1 routes (docs/api.md) and the operational endpoints. Each
 //! signed handler takes its body and caller from an extractor
 //! ([`crate::extract::Signed`]: body under its deadline, signature, tenant,
-//! rate limit), parses, then does its work in exactly one store call: on the blocking pool, or, for the hot calls a
-//! store can queue (deposits, redemptions), submitted from the worker.
+//! rate limit), parses, then makes one store call: writes are queued to
+//! the store's writer from the worker and awaited, reads run on the
+//! blocking pool.
 
 pub mod funder;
 pub mod operator;

@@ -89,3 +89,105 @@ async fn acknowledged_deposits_survive_kill_9_and_no_plaintext_reaches_disk_or_l
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("POST /v1/redemptions 200"), "{text}");
 }
+
+/// `dzl-vault` with `args`, `TMPDIR` set to `tmp` and a root key in the
+/// environment; its exit status and stderr.
+fn run_vault(args: &[&str], tmp: &Path, root: &dzl_crypto::RootKey) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dzl-vault"))
+        .args(args)
+        .env("TMPDIR", tmp)
+        .env("DZL_ROOT_KEY", root.to_base64())
+        .env_remove("DZL_ROOT_KEY_FILE")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn demo_on_a_port_in_use_suggests_bind_and_leaves_no_directory_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+
+    let (ok, stderr) = run_vault(&["demo", "--bind", &addr], tmp.path(), &new_root());
+
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("--bind"),
+        "{stderr}"
+    );
+    assert!(
+        entries(tmp.path()).is_empty(),
+        "left behind: {:?}",
+        entries(tmp.path())
+    );
+}
+
+#[test]
+fn serve_refuses_a_missing_or_empty_directory_without_writing_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-dir");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+
+    for dir in [&missing, &empty] {
+        let dir_arg = dir.to_str().unwrap();
+        let (ok, stderr) = run_vault(
+            &["serve", "--bind", "127.0.0.1:0", "--data-dir", dir_arg],
+            tmp.path(),
+            &new_root(),
+        );
+
+        assert!(!ok, "{stderr}");
+        assert!(
+            stderr.contains("no vault in") && stderr.contains("dzlctl --data-dir"),
+            "{stderr}"
+        );
+    }
+    assert!(!missing.exists(), "serve created {}", missing.display());
+    assert!(
+        entries(&empty).is_empty(),
+        "serve wrote {:?}",
+        entries(&empty)
+    );
+}
+
+#[actix_web::test]
+#[allow(clippy::zombie_processes)] // killed and waited for below
+async fn readyz_names_a_wrong_root_key_and_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("server.log");
+    let right = new_root();
+    provision(dir.path(), &right, None);
+    let wrong = new_root();
+
+    let mut server = start(dir.path(), &wrong, &log, &[]);
+    let r = RawClient::new(server.base.clone(), None)
+        .send("GET", "/readyz", b"")
+        .await
+        .unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    assert_problem(&r, 503, "not_ready");
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("root key") && detail.contains("DZL_ROOT_KEY_FILE"),
+        "{detail}"
+    );
+    for key in [&right, &wrong] {
+        assert!(!detail.contains(key.to_base64().as_str()), "{detail}");
+    }
+}

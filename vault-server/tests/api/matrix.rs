@@ -118,7 +118,7 @@ const ENDPOINTS: [Endpoint; 8] = [
     },
 ];
 
-/// The routes that carry no signature (DESIGN §4).
+/// The routes that carry no signature (docs/api.md, "Signed requests").
 const UNSIGNED: [&str; 5] = [
     "/v1/openapi.json",
     "/v1/receipt-keys",
@@ -529,7 +529,7 @@ async fn every_signed_endpoint_refuses_every_attack_and_changes_nothing() {
     );
 }
 
-/// The signature covers the timestamp exactly as sent (DESIGN §4: TIMESTAMP
+/// The signature covers the timestamp exactly as sent (docs/api.md: TIMESTAMP
 /// is the X-DZL-Timestamp value). A header spelled differently from the
 /// signed decimal (`+N`, leading zeros) must not pass as that decimal.
 #[actix_web::test]

@@ -400,3 +400,70 @@ async fn slow_tls_handshakes_and_heads_are_cut_while_others_are_answered() {
         );
     }
 }
+
+#[actix_web::test]
+#[allow(clippy::zombie_processes)] // killed and waited for below
+async fn a_refused_client_certificate_leaves_a_line_in_the_server_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = new_root();
+    provision(dir.path(), &root, None);
+    let server_ca = Ca::new("dzl test server CA");
+    let client_ca = Ca::new("dzl test client CA");
+    let (cert, key) = server_ca.leaf("vault.test", &["localhost", "127.0.0.1"]);
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = files.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.into_os_string()
+    };
+    let (cert, key, clients) = (
+        write("server.pem", &cert),
+        write("server.key", &key),
+        write("clients.pem", &client_ca.issuer.pem()),
+    );
+    let log = files.path().join("server.log");
+    let mut server = crate::common::start(
+        dir.path(),
+        &root,
+        &log,
+        &[
+            ("DZL__TLS__CERT_FILE", cert.as_os_str()),
+            ("DZL__TLS__KEY_FILE", key.as_os_str()),
+            ("DZL__TLS__CLIENT_CA_FILE", clients.as_os_str()),
+        ],
+    );
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+
+    let intruder = Ca::new("someone else's CA").leaf("intruder", &[]);
+    let refused = exchange(
+        port,
+        tls_config(&server_ca.issuer.pem(), Some(&intruder)),
+        get("/healthz"),
+    )
+    .await;
+    let fingerprint = hex::encode_upper(ring::digest::digest(
+        &ring::digest::SHA256,
+        &der(&intruder.0),
+    ));
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("refused a client certificate") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    assert!(
+        refused.as_ref().map_or(true, |t| !t.contains("200 OK")),
+        "{refused:?}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("refused a client certificate"))
+        .unwrap_or_else(|| panic!("no line for the refused certificate in:\n{text}"));
+    assert!(line.contains(&fingerprint), "{line}");
+    assert!(!line.contains("intruder"), "{line}");
+}
