@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod envelope;
+mod gm;
 mod helpers;
 mod ids;
 mod keyring;
