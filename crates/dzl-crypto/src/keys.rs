@@ -173,6 +173,39 @@ pub trait RootKeyHolder: Send + Sync {
     }
 }
 
+/// A shared or boxed holder is a holder.
+macro_rules! forward_holder {
+    ($($ptr:ident)::+) => {
+        impl<T: RootKeyHolder + ?Sized> RootKeyHolder for $($ptr)::+<T> {
+            fn algorithm(&self) -> Algorithm {
+                (**self).algorithm()
+            }
+            fn seal_raw(
+                &self,
+                nonce: [u8; NONCE_LEN],
+                aad: &[u8],
+                plaintext: &[u8],
+            ) -> Result<Vec<u8>, CryptoError> {
+                (**self).seal_raw(nonce, aad, plaintext)
+            }
+            fn open_raw(
+                &self,
+                nonce: [u8; NONCE_LEN],
+                aad: &[u8],
+                ciphertext_and_tag: &[u8],
+            ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+                (**self).open_raw(nonce, aad, ciphertext_and_tag)
+            }
+            fn fingerprint(&self) -> String {
+                (**self).fingerprint()
+            }
+        }
+    };
+}
+
+forward_holder!(std::sync::Arc);
+forward_holder!(Box);
+
 /// The root key in memory: only wraps KEKs. Given to the server and CLI as
 /// standard (padded) base64 of 32 bytes (an AES-256 key) or 16 bytes (an
 /// SM4 key), by file or environment variable.
