@@ -40,7 +40,10 @@ pub use error::CryptoError;
 pub use ids::{blind_index, new_id, new_ordered_id, random_bytes, sha256_hex};
 pub use keyring::{Keyring, StoredKek};
 pub use keys::{DataKey, Kek, RootKey, RootKeyHolder, SecretKey, WrappedKey, KEY_LEN, SM4_KEY_LEN};
-pub use receipt::{receipt_key_id, verify_receipt_signature, ReceiptSigner};
+pub use receipt::{
+    receipt_key_id, verify_receipt_signature, verify_receipt_signature_with, ReceiptAlgorithm,
+    ReceiptSigner, SM2_DEFAULT_USER_ID,
+};
 pub use record::{open_record, seal_record};
 pub use suite::{
     blind_index_for, digest, digest_hex, digest_parts, hmac, hmac_verify, Suite, UnknownSuite,

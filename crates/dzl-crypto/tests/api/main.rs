@@ -9,3 +9,4 @@ mod ids;
 mod keyring;
 mod receipts;
 mod records;
+mod sm2_receipts;
