@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// The user PIN of every test token.
 pub const TEST_PIN: &str = "20261207";
@@ -120,4 +121,33 @@ pub fn skip_notice(test: &str) -> String {
         "!! SKIPPED {test}: SoftHSM2 is not installed (apt-get install softhsm2; .ci/run does). \
          The PKCS#11 root key is untested in this run."
     )
+}
+
+/// The SoftHSM2 of this process, made on first use with the `tokens` of
+/// that first call, `SOFTHSM2_CONF` set to it before any module is
+/// initialised (and never changed), kept until the process ends. `None`
+/// after printing [`skip_notice`] for `test` when SoftHSM2 is not
+/// installed. Panics if it is installed but cannot be set up: a test that
+/// can run must not skip.
+pub fn shared(tokens: &[&str], test: &str) -> Option<&'static SoftHsm> {
+    static HSM: OnceLock<Option<(tempfile::TempDir, SoftHsm)>> = OnceLock::new();
+    let found = HSM.get_or_init(|| {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("a temp dir for SoftHSM2: {e}"),
+        };
+        let hsm = match SoftHsm::create(dir.path(), tokens) {
+            Ok(h) => h?,
+            Err(e) => panic!("setting up SoftHSM2: {e}"),
+        };
+        std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+        Some((dir, hsm))
+    });
+    match found {
+        Some((_, hsm)) => Some(hsm),
+        None => {
+            eprintln!("{}", skip_notice(test));
+            None
+        }
+    }
 }

@@ -3,8 +3,6 @@
 //! and never giving its value out. Skipped, loudly, without SoftHSM2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::OnceLock;
-
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
@@ -12,7 +10,7 @@ use dzl_crypto::{
     open_record, seal_record, CryptoError, DataKey, Kek, Keyring, RootKeyHolder, Suite,
     SystemRandom,
 };
-use dzl_hsm::softhsm::{skip_notice, SoftHsm, TEST_PIN};
+use dzl_hsm::softhsm::{SoftHsm, TEST_PIN};
 use dzl_hsm::{HsmError, Pkcs11Root, Pkcs11Uri};
 
 const TOKEN: &str = "dzl-test";
@@ -20,20 +18,25 @@ const TOKEN: &str = "dzl-test";
 /// One SoftHSM2 for the whole test binary: the module reads SOFTHSM2_CONF
 /// once, when it is initialised.
 fn hsm(test: &str) -> Option<&'static SoftHsm> {
-    static HSM: OnceLock<Option<(tempfile::TempDir, SoftHsm)>> = OnceLock::new();
-    let found = HSM.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let hsm = SoftHsm::create(dir.path(), &[TOKEN, "dzl-other"]).unwrap()?;
-        // Set before any test initialises the module, and never changed.
-        std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
-        Some((dir, hsm))
-    });
-    match found {
-        Some((_, hsm)) => Some(hsm),
-        None => {
-            eprintln!("{}", skip_notice(test));
-            None
+    dzl_hsm::softhsm::shared(&[TOKEN, "dzl-other"], test)
+}
+
+/// A session with the user logged in on the token labelled `label`.
+fn user_session(hsm: &SoftHsm, label: &str) -> cryptoki::session::Session {
+    let ctx = dzl_hsm::module(&hsm.module).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    match session.login(UserType::User, Some(&AuthPin::from(TEST_PIN))) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+            session
         }
+        Err(e) => panic!("login: {e}"),
     }
 }
 
@@ -179,20 +182,7 @@ fn the_key_object_is_sensitive_and_not_extractable() {
     let u = uri(hsm, "never-leaves");
     Pkcs11Root::open_or_create(&u).unwrap();
 
-    let ctx = dzl_hsm::module(&hsm.module).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == TOKEN)
-        .unwrap();
-    let session = ctx.open_ro_session(slot).unwrap();
-    match session.login(UserType::User, Some(&AuthPin::from(TEST_PIN))) {
-        Ok(())
-        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
-        }
-        Err(e) => panic!("login: {e}"),
-    }
+    let session = user_session(hsm, TOKEN);
     let keys = session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -232,20 +222,7 @@ fn an_extractable_key_is_refused() {
     let Some(hsm) = hsm("an_extractable_key_is_refused") else {
         return;
     };
-    let ctx = dzl_hsm::module(&hsm.module).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == "dzl-other")
-        .unwrap();
-    let session = ctx.open_rw_session(slot).unwrap();
-    match session.login(UserType::User, Some(&AuthPin::from(TEST_PIN))) {
-        Ok(())
-        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
-        }
-        Err(e) => panic!("login: {e}"),
-    }
+    let session = user_session(hsm, "dzl-other");
     session
         .generate_key(
             &cryptoki::mechanism::Mechanism::AesKeyGen,

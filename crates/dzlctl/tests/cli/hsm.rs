@@ -5,30 +5,18 @@
 //! Skipped, loudly, without SoftHSM2.
 
 use std::process::Command;
-use std::sync::OnceLock;
 
-use dzl_hsm::softhsm::{skip_notice, SoftHsm};
+use dzl_hsm::softhsm::SoftHsm;
 use serde_json::Value;
 
 use crate::helpers::{code, one_document, stderr, Server, Vault};
 
 /// One SoftHSM2 for this test binary: the in-process server's module reads
-/// SOFTHSM2_CONF once; the dzlctl processes are given the same one.
+/// SOFTHSM2_CONF once; the dzlctl processes are given the same one. Each
+/// test has tokens of its own: SoftHSM2's file store does not take one
+/// process writing a token while another logs in to it.
 fn hsm(test: &str) -> Option<&'static SoftHsm> {
-    static HSM: OnceLock<Option<(tempfile::TempDir, SoftHsm)>> = OnceLock::new();
-    let found = HSM.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let hsm = SoftHsm::create(dir.path(), &["dzl-cli", "dzl-cli-2"]).unwrap()?;
-        std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
-        Some((dir, hsm))
-    });
-    match found {
-        Some((_, hsm)) => Some(hsm),
-        None => {
-            eprintln!("{}", skip_notice(test));
-            None
-        }
-    }
+    dzl_hsm::softhsm::shared(&["dzl-cli", "dzl-cli-pin", "dzl-cli-a", "dzl-cli-b"], test)
 }
 
 /// dzlctl on the vault's data dir with the root key in the module at `uri`
@@ -125,7 +113,7 @@ fn a_wrong_pin_or_label_is_refused_with_a_clear_message() {
         return;
     };
     let v = Vault::new();
-    let uri = hsm.uri("dzl-cli", "pin-root");
+    let uri = hsm.uri("dzl-cli-pin", "pin-root");
     let mut init = v.cmd();
     init.env_remove("DZL_ROOT_KEY_FILE")
         .env(hsm.env().0, hsm.env().1);
@@ -144,14 +132,15 @@ fn a_wrong_pin_or_label_is_refused_with_a_clear_message() {
     assert!(msg.contains("refused the PIN"), "{msg}");
     assert!(!msg.contains("00000000"), "{msg}");
 
-    let out = with_pkcs11(&v, hsm, &hsm.uri("dzl-cli", "no-such-root"))
+    let out = with_pkcs11(&v, hsm, &hsm.uri("dzl-cli-pin", "no-such-root"))
         .args(["keys", "list"])
         .output()
         .unwrap();
     assert_eq!(code(&out), 3);
     assert!(
-        stderr(&out)
-            .contains("no secret key labelled \"no-such-root\" in the PKCS#11 token \"dzl-cli\""),
+        stderr(&out).contains(
+            "no secret key labelled \"no-such-root\" in the PKCS#11 token \"dzl-cli-pin\""
+        ),
         "{}",
         stderr(&out)
     );
@@ -181,8 +170,8 @@ async fn root_rekey_moves_between_a_key_file_and_the_module() {
     // the directory is served with the last key instead.
     let first = Server::start(&v.data(), v.root_key());
     let first_code = first.deposit_code(&platform, &funder, "BEFORE").await;
-    let uri_a = hsm.uri("dzl-cli", "rekey-a");
-    let uri_b = hsm.uri("dzl-cli-2", "rekey-b");
+    let uri_a = hsm.uri("dzl-cli-a", "rekey-a");
+    let uri_b = hsm.uri("dzl-cli-b", "rekey-b");
 
     // file → pkcs11
     let mut cmd = v.cmd();
@@ -191,7 +180,7 @@ async fn root_rekey_moves_between_a_key_file_and_the_module() {
     assert_eq!(rc, 0, "{to_a} {err}");
     assert_eq!(
         to_a["new_root_key_pkcs11"],
-        "token \"dzl-cli\", object \"rekey-a\""
+        "token \"dzl-cli-a\", object \"rekey-a\""
     );
     assert_eq!(to_a["new_root_key_file"], Value::Null);
     assert_eq!(v.json(&["keys", "list"]).1["code"], "wrong_root_key");
