@@ -13,7 +13,7 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use dzl_crypto::{CryptoError, Keyring, RootKey, SecretKey, WrappedKey};
+use dzl_crypto::{CryptoError, Keyring, RootKey, SecretKey, Suite, WrappedKey};
 use dzl_types::wire::{
     DepositRequest, IssueCodeRequest, OutcomeRequest, RedemptionRequest, SubjectAccessRequest,
 };
@@ -264,7 +264,7 @@ impl Fixture {
         let root = RootKey::from_base64(&STANDARD.encode(ROOT)).expect("root");
         let wrapped_kek = seal(&ROOT, &kek_aad(1), &KEK);
         let kek = root
-            .unwrap_kek(1, &wrapped_kek)
+            .unwrap_kek(1, Suite::Intl, &wrapped_kek)
             .expect("the fixture KEK opens");
         let keyring = Keyring::new(vec![kek], 1).expect("keyring");
         let wrapped_dk = WrappedKey {
@@ -413,7 +413,7 @@ pub fn envelope(data: &[u8]) {
         4 => {
             let version = r.u32();
             let bytes = mutate(&f.wrapped_kek, r.rest());
-            match f.root.unwrap_kek(version, &bytes) {
+            match f.root.unwrap_kek(version, Suite::Intl, &bytes) {
                 Ok(_) => assert!(
                     version == 1 && bytes == f.wrapped_kek,
                     "a changed wrapped KEK opened"

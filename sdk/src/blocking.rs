@@ -20,10 +20,11 @@
 //! # }
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dzl_types::signing;
+use dzl_crypto::Suite;
+use dzl_types::signing::{self, SignatureAlgorithm};
 use dzl_types::wire::{
     CodeStatus, Decision, DepositResponse, IssuedCode, Outcome, ReceiptKey, SubjectAccessResponse,
 };
@@ -49,6 +50,7 @@ struct Shared {
     http: reqwest::blocking::Client,
     retry: RetryPolicy,
     keys: KeyCache,
+    suite: OnceLock<Suite>,
 }
 
 /// Configures a blocking [`Vault`]; see [`crate::VaultBuilder`].
@@ -69,6 +71,12 @@ impl VaultBuilder {
     /// The connect timeout (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// See [`crate::VaultBuilder::suite`].
+    pub fn suite(mut self, suite: Suite) -> Self {
+        self.config.suite = Some(suite);
         self
     }
 
@@ -111,12 +119,17 @@ impl VaultBuilder {
             http = http.identity(identity);
         }
         let http = http.build().map_err(|e| Error::Transport(e.into()))?;
+        let suite = OnceLock::new();
+        if let Some(told) = self.config.suite {
+            let _ = suite.set(told);
+        }
         Ok(Vault {
             shared: Arc::new(Shared {
                 base,
                 http,
                 retry: self.config.retry,
                 keys: KeyCache::default(),
+                suite,
             }),
         })
     }
@@ -166,9 +179,19 @@ impl Vault {
 
     /// See [`crate::Vault::receipt_keys`].
     pub fn receipt_keys(&self) -> Result<Vec<ReceiptKey>, Error> {
-        let keys = self.run(None, ops::receipt_keys())?.keys;
-        self.shared.keys.set(keys.clone());
-        Ok(keys)
+        let answer = self.run(None, ops::receipt_keys())?;
+        let _ = self.shared.suite.set(answer.suite.unwrap_or(Suite::Intl));
+        self.shared.keys.set(answer.keys.clone());
+        Ok(answer.keys)
+    }
+
+    /// See [`crate::Vault::suite`].
+    pub fn suite(&self) -> Result<Suite, Error> {
+        if let Some(suite) = self.shared.suite.get() {
+            return Ok(*suite);
+        }
+        self.receipt_keys()?;
+        Ok(self.shared.suite.get().copied().unwrap_or(Suite::Intl))
     }
 
     fn verify(&self, redemption: &Redemption) -> Result<VerifiedReceipt, Error> {
@@ -182,7 +205,7 @@ impl Vault {
 
     fn send(
         &self,
-        signer: Option<&Signer>,
+        signer: Option<(&Signer, SignatureAlgorithm)>,
         op: &Op<impl Sized>,
     ) -> Result<RawResponse, TransportError> {
         let method =
@@ -191,7 +214,7 @@ impl Vault {
             .shared
             .http
             .request(method, format!("{}{}", self.shared.base, op.path));
-        if let Some(h) = signer.map(|s| s.sign(op.method, &op.path, &op.body)) {
+        if let Some(h) = signer.map(|(s, alg)| s.sign_now(alg, op.method, &op.path, &op.body)) {
             req = req
                 .header(signing::HEADER_KEY_ID, h.key_id)
                 .header(signing::HEADER_TIMESTAMP, h.timestamp.to_string())
@@ -214,10 +237,35 @@ impl Vault {
         })
     }
 
+    /// See `crate::Vault::run`: the told or learned suite, else `intl`,
+    /// and once more with the learned one after the vault refuses the
+    /// algorithm.
     fn run<T>(&self, signer: Option<&Signer>, op: Op<T>) -> Result<T, Error> {
+        let Some(signer) = signer else {
+            return self.send_op(None, &op);
+        };
+        let known = self.shared.suite.get().copied();
+        let first = SignatureAlgorithm::for_suite(known.unwrap_or(Suite::Intl));
+        match self.send_op(Some((signer, first)), &op) {
+            Err(e) if known.is_none() && crate::client::refused_algorithm(&e) => {
+                let learned = SignatureAlgorithm::for_suite(self.suite()?);
+                if learned == first {
+                    return Err(e);
+                }
+                self.send_op(Some((signer, learned)), &op)
+            }
+            other => other,
+        }
+    }
+
+    fn send_op<T>(
+        &self,
+        signer: Option<(&Signer, SignatureAlgorithm)>,
+        op: &Op<T>,
+    ) -> Result<T, Error> {
         let mut retries = 0;
         loop {
-            let outcome = self.send(signer, &op);
+            let outcome = self.send(signer, op);
             match self.shared.retry.delay(op.idempotent, retries, &outcome) {
                 Some(wait) => {
                     std::thread::sleep(wait);

@@ -1,9 +1,11 @@
 //! The async clients: [`Vault`] (one connection pool, timeouts, retries,
 //! the receipt-key cache) and the three role clients made from it.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use dzl_crypto::Suite;
+use dzl_types::signing::SignatureAlgorithm;
 use dzl_types::wire::{
     CodeStatus, Decision, DepositResponse, IssuedCode, Outcome, ReceiptKey, SubjectAccessResponse,
 };
@@ -70,6 +72,8 @@ struct Shared {
     raw: RawClient,
     retry: RetryPolicy,
     keys: KeyCache,
+    /// The vault's suite: told by the builder, or learned once.
+    suite: OnceLock<Suite>,
 }
 
 /// Configures a [`Vault`]; see [`Vault::builder`].
@@ -90,6 +94,17 @@ impl VaultBuilder {
     /// The connect timeout (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// The vault's cipher suite: requests are signed with its algorithm
+    /// (HMAC-SHA256 for `intl`, HMAC-SM3 for `gm`). Without it requests are
+    /// signed for `intl` until the suite is learned from
+    /// `GET /v1/receipt-keys` ([`Vault::suite`], [`Vault::receipt_keys`], or
+    /// by itself after a vault refuses the algorithm, which costs a `gm`
+    /// vault's first request one round trip more).
+    pub fn suite(mut self, suite: Suite) -> Self {
+        self.config.suite = Some(suite);
         self
     }
 
@@ -134,12 +149,17 @@ impl VaultBuilder {
             http = http.timeout(t);
         }
         let http = http.build().map_err(|e| Error::Transport(e.into()))?;
+        let suite = OnceLock::new();
+        if let Some(told) = self.config.suite {
+            let _ = suite.set(told);
+        }
         Ok(Vault {
             shared: Arc::new(Shared {
                 raw: RawClient::with_http(base.clone(), http, None),
                 base,
                 retry: self.config.retry,
                 keys: KeyCache::default(),
+                suite,
             }),
         })
     }
@@ -190,9 +210,21 @@ impl Vault {
     /// Fetches the receipt verification keys (`GET /v1/receipt-keys`,
     /// unsigned) and refreshes the cache with them.
     pub async fn receipt_keys(&self) -> Result<Vec<ReceiptKey>, Error> {
-        let keys = self.run(None, ops::receipt_keys()).await?.keys;
-        self.shared.keys.set(keys.clone());
-        Ok(keys)
+        let answer = self.send_op(None, &ops::receipt_keys()).await?;
+        let _ = self.shared.suite.set(answer.suite.unwrap_or(Suite::Intl));
+        self.shared.keys.set(answer.keys.clone());
+        Ok(answer.keys)
+    }
+
+    /// The vault's cipher suite: the one the builder was told, else the
+    /// one `GET /v1/receipt-keys` names (fetched once and kept; a vault that
+    /// names none is `intl`).
+    pub async fn suite(&self) -> Result<Suite, Error> {
+        if let Some(suite) = self.shared.suite.get() {
+            return Ok(*suite);
+        }
+        self.receipt_keys().await?;
+        Ok(self.shared.suite.get().copied().unwrap_or(Suite::Intl))
     }
 
     /// Verifies a receipt, fetching the keys when the cache lacks the one it
@@ -207,10 +239,39 @@ impl Vault {
     }
 
     /// Sends `op`, again while the retry policy allows, and reads the answer.
+    /// Sends `op` signed with the vault's suite: the one told or learned,
+    /// else `intl`. A vault that refuses the algorithm
+    /// (`unsupported_signature_algorithm`: nothing happened) makes the
+    /// client learn the suite from `GET /v1/receipt-keys` and send once
+    /// more with it.
     async fn run<T>(&self, signer: Option<&Signer>, op: Op<T>) -> Result<T, Error> {
+        let Some(signer) = signer else {
+            return self.send_op(None, &op).await;
+        };
+        let known = self.shared.suite.get().copied();
+        let first = SignatureAlgorithm::for_suite(known.unwrap_or(Suite::Intl));
+        match self.send_op(Some((signer, first)), &op).await {
+            Err(e) if known.is_none() && refused_algorithm(&e) => {
+                let learned = SignatureAlgorithm::for_suite(self.suite().await?);
+                if learned == first {
+                    return Err(e);
+                }
+                self.send_op(Some((signer, learned)), &op).await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends `op`, signed with `signer`'s credentials and the algorithm
+    /// given, retrying as the policy says.
+    async fn send_op<T>(
+        &self,
+        signer: Option<(&Signer, SignatureAlgorithm)>,
+        op: &Op<T>,
+    ) -> Result<T, Error> {
         let mut retries = 0;
         loop {
-            let headers = signer.map(|s| s.sign(op.method, &op.path, &op.body));
+            let headers = signer.map(|(s, alg)| s.sign_now(alg, op.method, &op.path, &op.body));
             let outcome = self
                 .shared
                 .raw
@@ -225,6 +286,17 @@ impl Vault {
             }
         }
     }
+}
+
+/// Whether the vault refused the request's signature algorithm.
+pub(crate) fn refused_algorithm(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Unauthorized {
+            code: dzl_types::ErrorCode::UnsupportedSignatureAlgorithm,
+            ..
+        }
+    )
 }
 
 /// The platform's (资产方) client: deposits, codes, erasure.

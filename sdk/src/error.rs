@@ -20,8 +20,10 @@ use serde::Deserialize;
 pub enum Error {
     /// 401: the request was not accepted as signed by a known key
     /// (`missing_signature`, `invalid_signature`, `stale_timestamp`,
-    /// `nonce_replayed`). Nothing happened. Check the key id and secret, and
-    /// the machine's clock (±300 s).
+    /// `nonce_replayed`, `certificate_mismatch`,
+    /// `unsupported_signature_algorithm`). Nothing happened. Check the key
+    /// id and secret, the machine's clock (±300 s), and that the client
+    /// signs with the vault's suite (HMAC-SM3 at a `gm` vault).
     #[error("unauthorized ({code}): {detail}")]
     Unauthorized {
         /// Which check failed.
@@ -312,7 +314,8 @@ impl Error {
             | C::InvalidSignature
             | C::StaleTimestamp
             | C::NonceReplayed
-            | C::CertificateMismatch => Error::Unauthorized {
+            | C::CertificateMismatch
+            | C::UnsupportedSignatureAlgorithm => Error::Unauthorized {
                 code: known,
                 detail,
             },

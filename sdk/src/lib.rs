@@ -16,7 +16,12 @@
 //! * [`OperatorClient`], for the bureau:
 //!   [`subject_access`](OperatorClient::subject_access).
 //!
-//! Requests are signed as docs/api.md specifies ([`Signer`]). Deposits are
+//! Requests are signed as docs/api.md specifies, with the vault's suite
+//! ([`Signer`]): HMAC-SHA256 at
+//! an `intl` vault, HMAC-SM3 at a `gm` (国密) vault, the suite told to the
+//! builder ([`VaultBuilder::suite`]) or learned from `GET /v1/receipt-keys`
+//! ([`Vault::suite`]). Receipts are verified with the algorithm their key
+//! is published with: Ed25519, or SM2 over SM3. Deposits are
 //! built with [`Deposit::builder`], which refuses what the vault would
 //! refuse, with the vault's own types. Failures are one [`Error`] enum whose
 //! variants are the vault's problem codes. Idempotent calls are retried on
@@ -63,6 +68,8 @@ pub use redemption::{verify_receipt, DecodeError, Redemption, VerifiedReceipt};
 pub use signer::{fresh_nonce, SignedHeaders, Signer};
 
 pub use chrono;
+/// The vault's cipher suite (`intl` or `gm`).
+pub use dzl_crypto::Suite;
 pub use dzl_types;
 
 /// The vault's vocabulary, re-exported from the shared types crate: ids,

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use dzl_crypto::Suite;
 use dzl_types::domain::{check_id_number, today_in_china};
 use dzl_types::wire::{
     AmountFen, CodeStatus, Decision, DepositResponse, IssueCodeRequest, IssuedCode, Outcome,
-    OutcomeRequest, ReceiptKeys, RedemptionRequest, SubjectAccessRequest, SubjectAccessResponse,
+    OutcomeRequest, ReceiptKey, RedemptionRequest, SubjectAccessRequest, SubjectAccessResponse,
     MAX_TTL_SECONDS,
 };
 use dzl_types::{
@@ -106,6 +107,8 @@ impl RetryPolicy {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub base: String,
+    /// The vault's suite when told; else learned from `GET /v1/receipt-keys`.
+    pub suite: Option<Suite>,
     pub timeout: Option<Duration>,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
@@ -172,6 +175,7 @@ impl Config {
     pub fn new(base: impl Into<String>) -> Self {
         Config {
             base: base.into(),
+            suite: None,
             timeout: Some(DEFAULT_TIMEOUT),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retry: RetryPolicy::default(),
@@ -415,7 +419,17 @@ pub(crate) fn subject_access(
     })
 }
 
-pub(crate) fn receipt_keys() -> Op<ReceiptKeys> {
+/// `GET /v1/receipt-keys`: the keys and, from a vault that says it, its
+/// suite (`{"suite":"gm","keys":[…]}`). A vault that does not say is
+/// `intl`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub(crate) struct ReceiptKeysAnswer {
+    #[serde(default)]
+    pub suite: Option<Suite>,
+    pub keys: Vec<ReceiptKey>,
+}
+
+pub(crate) fn receipt_keys() -> Op<ReceiptKeysAnswer> {
     Op {
         method: "GET",
         path: "/v1/receipt-keys".into(),
@@ -430,6 +444,19 @@ pub(crate) fn receipt_keys() -> Op<ReceiptKeys> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_receipt_keys_answer_names_the_suite_or_is_intl() {
+        let gm: ReceiptKeysAnswer = serde_json::from_str(
+            r#"{"suite":"gm","keys":[{"key_id":"rk_1","algorithm":"SM2","public_key":"BA"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(gm.suite, Some(Suite::Gm));
+        assert_eq!(gm.keys[0].algorithm, "SM2");
+        let old: ReceiptKeysAnswer = serde_json::from_str(r#"{"keys":[]}"#).unwrap();
+        assert_eq!(old.suite, None);
+        assert!(serde_json::from_str::<ReceiptKeysAnswer>(r#"{"suite":"sm","keys":[]}"#).is_err());
+    }
 
     fn answer(status: u16, retry_after: Option<u64>) -> Result<RawResponse, TransportError> {
         let mut headers = reqwest::header::HeaderMap::new();

@@ -197,8 +197,9 @@ pub struct VerifiedReceipt {
 /// Verifies a redemption's receipt against the vault's receipt keys
 /// (`GET /v1/receipt-keys`), with no IO:
 ///
-/// 1. the key the receipt names is published, Ed25519, and the signature
-///    verifies over the exact `signed` text;
+/// 1. the key the receipt names is published, with an algorithm this SDK
+///    knows (`Ed25519`, or `SM2` over SM3 with the GB/T 35276 default user
+///    id), and the signature verifies over the exact `signed` text;
 /// 2. the SHA-256 of the released groups, as RFC 8785 canonical JSON, is the
 ///    receipt's `groups_sha256`;
 /// 3. the receipt names this redemption, deposit, scope set and time.
@@ -213,12 +214,13 @@ pub fn verify_receipt(
         .ok_or_else(|| ReceiptError::UnknownKey {
             key_id: receipt.key_id.clone(),
         })?;
-    if key.algorithm != "Ed25519" {
-        return Err(ReceiptError::BadKey {
+    let algorithm = dzl_crypto::ReceiptAlgorithm::parse(&key.algorithm).ok_or_else(|| {
+        ReceiptError::BadKey {
             key_id: key.key_id.clone(),
-        });
-    }
-    dzl_crypto::verify_receipt_signature(
+        }
+    })?;
+    dzl_crypto::verify_receipt_signature_with(
+        algorithm,
         &key.public_key,
         receipt.signed.as_bytes(),
         &receipt.signature,

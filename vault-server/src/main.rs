@@ -76,7 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(b) = bind {
                 settings.server.bind = b;
             }
-            let root = RootKeySource::from_env().load()?;
+            let root = dzl_vault_server::startup::load_root_key(&settings)?;
             (settings, root)
         }
         Command::Demo { bind, env_file } => return demo(bind, env_file),

@@ -20,11 +20,24 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// TLS and mutual TLS.
     pub tls: crate::tls::TlsSettings,
+    /// Where the root key is, when it is in a hardware module.
+    pub root_key: RootKeySettings,
     /// `[retention]`: read by `dzlctl purge`; the server ignores it, so one
     /// file can configure both.
     pub retention: serde::de::IgnoredAny,
     /// `[tenants]`: read by `dzlctl tenant rotate-secret`; ignored here.
     pub tenants: serde::de::IgnoredAny,
+}
+
+/// `[root_key]`: the root key in a hardware security module. Without it the
+/// root key comes from `DZL_ROOT_KEY_FILE` / `DZL_ROOT_KEY`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RootKeySettings {
+    /// The key's `pkcs11:` URI (RFC 7512: token, object, module-path,
+    /// pin-source=file:… or env:…); `DZL__ROOT_KEY__PKCS11`. It names the
+    /// key and where the PIN is read from; it holds no secret.
+    pub pkcs11: Option<String>,
 }
 
 /// HTTP listener.
@@ -229,5 +242,13 @@ mod tests {
         assert_eq!(s.server.bind, "127.0.0.1:9");
         assert!(load("[server]\nbnid = \"127.0.0.1:9\"\n").is_err());
         assert!(load("[codes]\ndefault_ttl_seconds = 0\n").is_err());
+    }
+
+    #[test]
+    fn the_root_key_may_be_named_in_a_hardware_module() {
+        let uri = "pkcs11:token=dzl;object=root?module-path=/m.so&pin-source=env:PIN";
+        let s = load(&format!("[root_key]\npkcs11 = \"{uri}\"\n")).unwrap();
+        assert_eq!(s.root_key.pkcs11.as_deref(), Some(uri));
+        assert!(load("[root_key]\npkcs12 = \"x\"\n").is_err());
     }
 }

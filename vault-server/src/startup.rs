@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use actix_web::web;
 use anyhow::Context as _;
-use dzl_crypto::RootKey;
+use dzl_crypto::RootKeyHolder;
+use dzl_store::admin::RootKeySource;
 use dzl_store::{SqliteStore, Store};
 
 use crate::conn::Guarded;
@@ -228,18 +229,43 @@ fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
+/// The root key `serve` opens the vault with: in the hardware module that
+/// `[root_key] pkcs11` (`DZL__ROOT_KEY__PKCS11`) names, else from
+/// `DZL_ROOT_KEY_FILE` / `DZL_ROOT_KEY`. Both at once is refused.
+pub fn load_root_key(settings: &Settings) -> anyhow::Result<Box<dyn RootKeyHolder>> {
+    let file_or_env = RootKeySource::from_env();
+    match &settings.root_key.pkcs11 {
+        Some(uri) => {
+            anyhow::ensure!(
+                file_or_env.file.is_none() && file_or_env.inline.is_none(),
+                "both root_key.pkcs11 and DZL_ROOT_KEY_FILE / DZL_ROOT_KEY are set: unset the one not meant"
+            );
+            let uri = dzl_hsm::Pkcs11Uri::parse(uri)?;
+            let root = dzl_hsm::Pkcs11Root::open(&uri)?;
+            log::info!(
+                "root key in the PKCS#11 {} (fingerprint {})",
+                root.place(),
+                root.fingerprint()
+            );
+            Ok(Box::new(root))
+        }
+        None => Ok(Box::new(file_or_env.load()?)),
+    }
+}
+
 impl Application {
     /// Opens the store in `settings.store.data_dir` and binds `settings.server.bind`.
-    pub fn build(settings: Settings, root: RootKey) -> anyhow::Result<Self> {
+    pub fn build(settings: Settings, root: impl RootKeyHolder + 'static) -> anyhow::Result<Self> {
         Self::build_with_clock(settings, root, system_clock())
     }
 
     /// As [`Application::build`], with an injected clock.
     pub fn build_with_clock(
         settings: Settings,
-        root: RootKey,
+        root: impl RootKeyHolder + 'static,
         clock: Clock,
     ) -> anyhow::Result<Self> {
+        let root: Box<dyn RootKeyHolder> = Box::new(root);
         // The store blocks (and the PostgreSQL client refuses to run on an
         // async runtime's thread): open and load it on a plain thread.
         let (store, guards, lock) = off_runtime(|| open_store(&settings))?;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
-use dzl_crypto::{RootKey, Zeroizing};
+use dzl_crypto::{RootKeyHolder, Zeroizing};
 use dzl_store::admin::{self, AdminError, VaultKeys};
 use dzl_store::{Store, TenantKind, TenantRow, TenantState};
 use dzl_types::{Purpose, ScopeSet, TenantId};
@@ -130,7 +130,7 @@ pub struct AppState {
     pub started_at: i64,
     /// System randomness.
     pub rng: dzl_crypto::SystemRandom,
-    root: RootKey,
+    root: Box<dyn RootKeyHolder>,
 }
 
 impl AppState {
@@ -139,7 +139,7 @@ impl AppState {
         store: Arc<dyn Store>,
         guards: Guards,
         settings: Settings,
-        root: RootKey,
+        root: Box<dyn RootKeyHolder>,
         clock: Clock,
     ) -> Self {
         let started_at = clock().timestamp();
@@ -194,7 +194,7 @@ impl AppState {
                 }
             }
         }
-        let result = load(&*self.store, &self.root, generation, self.now());
+        let result = load(&*self.store, &*self.root, generation, self.now());
         match &result {
             Ok(l) => {
                 self.metrics
@@ -215,7 +215,7 @@ impl AppState {
 
 fn load(
     store: &dyn Store,
-    root: &RootKey,
+    root: &dyn RootKeyHolder,
     generation: i64,
     now: DateTime<Utc>,
 ) -> Result<Loaded, NotReady> {

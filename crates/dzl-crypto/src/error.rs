@@ -29,4 +29,8 @@ pub enum CryptoError {
     /// The system random number generator failed.
     #[error("random number generator failed")]
     Rng,
+    /// The hardware module holding the root key failed or refused to work
+    /// (not logged in, session lost, mechanism refused).
+    #[error("the key module failed")]
+    KeyModule,
 }

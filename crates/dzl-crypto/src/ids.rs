@@ -1,13 +1,14 @@
-//! Ids, random bytes and hashing helpers: random row ids, the HMAC blind
-//! index used to find subjects without storing their identifiers in the
-//! clear, and plain SHA-256 in hex.
+//! Ids, random bytes and hashing helpers: random row ids, the `intl` HMAC
+//! blind index used to find subjects without storing their identifiers in
+//! the clear, and plain SHA-256 in hex (the suite-aware versions are in
+//! [`crate::suite`]).
 
+use ring::digest;
 use ring::rand::SecureRandom;
-use ring::{digest, hmac};
 
-use crate::aad::push_field;
 use crate::error::CryptoError;
 use crate::keys::SecretKey;
+use crate::suite::{blind_index_for, Suite};
 
 /// `N` random bytes from `rng` (`Rng` if it fails).
 pub fn random_bytes<const N: usize>(rng: &dyn SecureRandom) -> Result<[u8; N], CryptoError> {
@@ -41,18 +42,10 @@ pub fn new_ordered_id(
     Ok(format!("{prefix}_{}", hex::encode(bytes)))
 }
 
-/// HMAC-SHA256 blind index, lowercase hex (64 chars). The MAC input is
-/// `dzl/blind-index/v1\0 || lp(label) || value`, `lp` being an 8-byte
-/// big-endian length prefix, so different labels never share an index space.
+/// The `intl` (HMAC-SHA256) blind index, lowercase hex (64 chars):
+/// [`crate::suite::blind_index_for`] with [`Suite::Intl`].
 pub fn blind_index(key: &SecretKey, label: &str, value: &[u8]) -> String {
-    let mac_key = hmac::Key::new(hmac::HMAC_SHA256, key.expose());
-    let mut ctx = hmac::Context::with_key(&mac_key);
-    ctx.update(b"dzl/blind-index/v1\0");
-    let mut label_field = Vec::with_capacity(8 + label.len());
-    push_field(&mut label_field, label.as_bytes());
-    ctx.update(&label_field);
-    ctx.update(value);
-    hex::encode(ctx.sign().as_ref())
+    blind_index_for(Suite::Intl, key.expose(), label, value)
 }
 
 /// SHA-256 of `bytes`, lowercase hex (64 chars).

@@ -15,7 +15,20 @@ use zeroize::Zeroizing;
 use crate::aad::{data_key_aad, secret_aad};
 use crate::envelope::{open, seal};
 use crate::error::CryptoError;
-use crate::keys::{DataKey, Kek, SecretKey, WrappedKey};
+use crate::keys::{DataKey, Kek, RootKeyHolder, SecretKey, WrappedKey};
+use crate::suite::Suite;
+
+/// A KEK as the store keeps it: its version, its suite, and its envelope
+/// under the root key.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredKek<'a> {
+    /// The keyring version.
+    pub version: u32,
+    /// The suite of the KEK inside.
+    pub suite: Suite,
+    /// The envelope [`RootKeyHolder::wrap_kek`] made.
+    pub wrapped: &'a [u8],
+}
 
 /// The versioned KEKs, one of them active.
 pub struct Keyring {
@@ -44,9 +57,46 @@ impl Keyring {
         })
     }
 
+    /// Unwraps every stored KEK with `root`, each as the suite stored
+    /// beside it, and builds the keyring. Any KEK the root key does not
+    /// open, or that is not of its stated suite, is `Integrity`.
+    pub fn open(
+        root: &dyn RootKeyHolder,
+        stored: &[StoredKek<'_>],
+        active_version: u32,
+    ) -> Result<Self, CryptoError> {
+        let keks = stored
+            .iter()
+            .map(|s| root.unwrap_kek(s.version, s.suite, s.wrapped))
+            .collect::<Result<Vec<_>, _>>()?;
+        Keyring::new(keks, active_version)
+    }
+
     /// The version new wraps go under.
     pub fn active_version(&self) -> u32 {
         self.active
+    }
+
+    /// The suite of the active version: the suite new deposits are sealed
+    /// with.
+    pub fn active_suite(&self) -> Suite {
+        self.keks
+            .get(&self.active)
+            .map(Kek::suite)
+            .unwrap_or(Suite::Intl)
+    }
+
+    /// The suite of `version` (`UnknownKeyVersion` if not held).
+    pub fn suite_of(&self, version: u32) -> Result<Suite, CryptoError> {
+        self.kek(version).map(Kek::suite)
+    }
+
+    /// A fresh data key of the active suite.
+    pub fn generate_data_key(
+        &self,
+        rng: &dyn ring::rand::SecureRandom,
+    ) -> Result<DataKey, CryptoError> {
+        DataKey::generate_for(self.active_suite(), rng)
     }
 
     /// Every version held, ascending.
@@ -100,7 +150,7 @@ impl Keyring {
             &data_key_aad(owner_id, kind, kek.version()),
             &wrapped.bytes,
         )?;
-        SecretKey::from_bytes(&plain).map(DataKey::from_secret)
+        SecretKey::from_either(&plain).map(DataKey::from_secret)
     }
 
     /// Unwrap, then wrap again under the active version (for `keys rewrap`).

@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 use dzl_crypto::{
-    Kek, Keyring, ReceiptSigner, RootKey, SecretKey, SecureRandom, SystemRandom, WrappedKey,
-    Zeroizing,
+    Kek, Keyring, ReceiptSigner, RootKey, RootKeyHolder, SecretKey, SecureRandom, Suite,
+    SystemRandom, WrappedKey, Zeroizing,
 };
 use dzl_types::{DepositId, Purpose, ScopeSet, TenantId};
 
@@ -165,7 +165,7 @@ pub fn wrapped(s: &Sealed) -> WrappedKey {
 
 /// Creates the keyring (KEK version 1), the receipt signing key and the
 /// subject-index key. Refused if the vault already has a keyring.
-pub fn init(store: &dyn Store, root: &RootKey, actor: &str) -> AdminResult<String> {
+pub fn init(store: &dyn Store, root: &dyn RootKeyHolder, actor: &str) -> AdminResult<String> {
     if store.is_initialised()? {
         return Err(AdminError::Invalid(
             "the vault is already initialised".into(),
@@ -217,8 +217,23 @@ impl std::fmt::Debug for VaultKeys {
     }
 }
 
+/// The suite of every KEK the store holds: the store keeps no suite per
+/// version, and every KEK it has made is `intl`.
+const KEK_SUITE: Suite = Suite::Intl;
+
+/// A root key that does not open a KEK is the wrong one; a hardware module
+/// that fails says so.
+fn root_error(e: dzl_crypto::CryptoError) -> AdminError {
+    match e {
+        dzl_crypto::CryptoError::KeyModule => AdminError::RootKey(
+            "the hardware module holding the root key failed to unwrap the keyring".into(),
+        ),
+        _ => AdminError::WrongRootKey,
+    }
+}
+
 /// Opens the keyring with `root`.
-pub fn load_keyring(store: &dyn Store, root: &RootKey) -> AdminResult<Keyring> {
+pub fn load_keyring(store: &dyn Store, root: &dyn RootKeyHolder) -> AdminResult<Keyring> {
     let rows = store.kek_versions()?;
     if rows.is_empty() {
         return Err(AdminError::NotInitialised);
@@ -230,8 +245,8 @@ pub fn load_keyring(store: &dyn Store, root: &RootKey) -> AdminResult<Keyring> {
             continue;
         }
         let kek = root
-            .unwrap_kek(row.version, &row.wrapped)
-            .map_err(|_| AdminError::WrongRootKey)?;
+            .unwrap_kek(row.version, KEK_SUITE, &row.wrapped)
+            .map_err(root_error)?;
         if row.state == KekState::Active {
             active = Some(row.version);
         }
@@ -243,7 +258,7 @@ pub fn load_keyring(store: &dyn Store, root: &RootKey) -> AdminResult<Keyring> {
 }
 
 /// Opens the keyring and the vault's secrets with `root`.
-pub fn load_keys(store: &dyn Store, root: &RootKey) -> AdminResult<VaultKeys> {
+pub fn load_keys(store: &dyn Store, root: &dyn RootKeyHolder) -> AdminResult<VaultKeys> {
     let keyring = load_keyring(store, root)?;
     let mut receipt_signers = Vec::new();
     for s in store.receipt_keys()? {
@@ -473,7 +488,7 @@ pub fn rotate_tenant_secret(
 
 /// Makes a new active KEK; a running server picks it up by itself. Returns
 /// the new version.
-pub fn rotate_keys(store: &dyn Store, root: &RootKey, actor: &str) -> AdminResult<u32> {
+pub fn rotate_keys(store: &dyn Store, root: &dyn RootKeyHolder, actor: &str) -> AdminResult<u32> {
     // Proves the root key first: a rotation under the wrong root key would
     // leave a keyring nobody can open.
     load_keyring(store, root)?;
@@ -774,8 +789,8 @@ fn rewrap_secret_list(store: &dyn Store, keyring: &Keyring) -> AdminResult<Vec<R
 /// Afterwards only `new` opens the keyring. Returns the versions rewrapped.
 pub fn rekey_root(
     store: &dyn Store,
-    old: &RootKey,
-    new: &RootKey,
+    old: &dyn RootKeyHolder,
+    new: &dyn RootKeyHolder,
     call: &Call,
 ) -> AdminResult<Vec<u32>> {
     let mut keks = Vec::new();
@@ -784,8 +799,8 @@ pub fn rekey_root(
             continue;
         }
         let kek = old
-            .unwrap_kek(row.version, &row.wrapped)
-            .map_err(|_| AdminError::WrongRootKey)?;
+            .unwrap_kek(row.version, KEK_SUITE, &row.wrapped)
+            .map_err(root_error)?;
         keks.push(RekeyedKek {
             version: row.version,
             new_wrapped: new.wrap_kek(&kek)?,

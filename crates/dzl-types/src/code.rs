@@ -2,16 +2,29 @@
 //! encoding 24 bytes — the code row's 64-bit key and a 128-bit secret from
 //! `SystemRandom`. The vault stores only a hash of the secret; the row key
 //! lets a redemption find its row without a random-keyed index.
+//!
+//! The hash follows the vault's suite: `intl` stores the 32 bytes of
+//! SHA-256(`dzl/code/v1\0` || secret); `gm` stores 33 bytes, the tag
+//! [`GM_HASH_TAG`] then SM3 over the same input. The lengths tell the two
+//! apart, so a vault that moves between suites checks every code it has
+//! issued, whichever suite hashed it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::rand::SecureRandom;
 use zeroize::Zeroize;
 
+use dzl_crypto::Suite;
+
 use crate::domain::Invalid;
 
 /// Length of the secret part, in bytes (128 bits).
 pub const SECRET_LEN: usize = 16;
+/// The first byte of a `gm` code hash (SM3); an `intl` hash (SHA-256) has
+/// no tag.
+pub const GM_HASH_TAG: u8 = 0x02;
+/// What the hash covers before the secret.
+const HASH_DOMAIN: &[u8] = b"dzl/code/v1\0";
 
 /// A parsed code. Its `Debug` never prints the secret.
 #[derive(Clone)]
@@ -49,9 +62,15 @@ impl CodeSecret {
         Ok(CodeSecret(b))
     }
 
-    /// The hash stored in place of the secret.
+    /// The `intl` hash stored in place of the secret (32 bytes, SHA-256).
     pub fn hash(&self) -> [u8; 32] {
-        hash_secret(&self.0)
+        hash_secret(Suite::Intl, &self.0)
+    }
+
+    /// The hash stored in place of the secret by a vault of `suite`: 32
+    /// bytes of SHA-256, or [`GM_HASH_TAG`] and 32 bytes of SM3.
+    pub fn hash_for(&self, suite: Suite) -> Vec<u8> {
+        tagged_hash(suite, &self.0)
     }
 
     /// The code once its row key is known.
@@ -63,13 +82,16 @@ impl CodeSecret {
     }
 }
 
-fn hash_secret(secret: &[u8; SECRET_LEN]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"dzl/code/v1\0");
-    ctx.update(secret);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+fn hash_secret(suite: Suite, secret: &[u8; SECRET_LEN]) -> [u8; 32] {
+    dzl_crypto::digest_parts(suite, &[HASH_DOMAIN, secret])
+}
+
+fn tagged_hash(suite: Suite, secret: &[u8; SECRET_LEN]) -> Vec<u8> {
+    let digest = hash_secret(suite, secret);
+    match suite {
+        Suite::Intl => digest.to_vec(),
+        Suite::Gm => [&[GM_HASH_TAG][..], &digest].concat(),
+    }
 }
 
 impl AuthCode {
@@ -108,10 +130,16 @@ impl AuthCode {
         self.row
     }
 
-    /// Whether this code's secret hashes to `stored`, in constant time.
+    /// Whether this code's secret hashes to `stored` (an `intl` or a `gm`
+    /// hash, told apart by length), compared in constant time.
     pub fn matches(&self, stored: &[u8]) -> bool {
         use subtle::ConstantTimeEq as _;
-        bool::from(hash_secret(&self.secret).as_slice().ct_eq(stored))
+        let suite = match stored.len() {
+            32 => Suite::Intl,
+            33 if stored[0] == GM_HASH_TAG => Suite::Gm,
+            _ => return false,
+        };
+        bool::from(tagged_hash(suite, &self.secret).as_slice().ct_eq(stored))
     }
 
     /// The wire form. Handle with care: it is a bearer credential.
@@ -147,6 +175,40 @@ mod tests {
         let other = CodeSecret::generate(&rng).unwrap().into_code(42);
         assert!(!other.matches(&stored));
         assert!(!format!("{parsed:?}").contains(&text[3..]));
+    }
+
+    /// Known answers computed independently (Python `hashlib`, OpenSSL's
+    /// SM3): a secret of 16 bytes 0x01..0x10.
+    #[test]
+    fn hashes_of_both_suites_are_pinned_and_told_apart() {
+        let secret: [u8; SECRET_LEN] = core::array::from_fn(|i| i as u8 + 1);
+        let s = CodeSecret(secret);
+        assert_eq!(
+            hex::encode(s.hash()),
+            "a80c541f4ff5a2f79d849a7b5212b87da54a63c7347125001af4df2e2d2ae70e"
+        );
+        assert_eq!(s.hash_for(Suite::Intl), s.hash().to_vec());
+        let gm = s.hash_for(Suite::Gm);
+        assert_eq!(
+            hex::encode(&gm),
+            "0282f18d3e052938501725440de74f1c807041600e9d753ae0c7f560c6c752eda3"
+        );
+        let code = s.into_code(7);
+        assert!(code.matches(&code_hash(&secret, Suite::Intl)));
+        assert!(code.matches(&gm));
+        // A gm hash without its tag, or with another, matches nothing; nor
+        // does the SM3 digest passed off as an intl hash.
+        assert!(!code.matches(&gm[1..]));
+        let mut retagged = gm.clone();
+        retagged[0] = 0x01;
+        assert!(!code.matches(&retagged));
+        assert!(!code.matches(&[]));
+        let other = CodeSecret([0xee; SECRET_LEN]).into_code(7);
+        assert!(!other.matches(&gm));
+    }
+
+    fn code_hash(secret: &[u8; SECRET_LEN], suite: Suite) -> Vec<u8> {
+        CodeSecret(*secret).hash_for(suite)
     }
 
     #[test]

@@ -50,6 +50,7 @@ codes! {
     StaleTimestamp = ("stale_timestamp", 401, "The request timestamp is too far from the server clock"),
     NonceReplayed = ("nonce_replayed", 401, "The nonce has been used before"),
     CertificateMismatch = ("certificate_mismatch", 401, "The client certificate is not the one this tenant is pinned to"),
+    UnsupportedSignatureAlgorithm = ("unsupported_signature_algorithm", 401, "The request is signed with an algorithm this vault does not accept"),
     TenantSuspended = ("tenant_suspended", 403, "The tenant is suspended"),
     Forbidden = ("forbidden", 403, "This kind of tenant may not call this route"),
     PurposeMismatch = ("purpose_mismatch", 403, "The purpose differs from the code's purpose"),

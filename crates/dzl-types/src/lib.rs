@@ -10,7 +10,8 @@
 //!   strict (unknown fields are refused), matching `schemas/*.schema.json`.
 //! * [`code`]: the single-use authorization code (`ac_…`).
 //! * [`ids`]: the public identifiers (`ten_`, `dep_`, `cod_`, `red_`, `sub_`).
-//! * [`signing`]: the HMAC-SHA256 request signature (docs/api.md).
+//! * [`signing`]: the request signature (HMAC-SHA256, or HMAC-SM3 at a
+//!   `gm` vault; docs/api.md).
 //! * [`wire`]: request and response bodies of HTTP API v1.
 //! * [`error`]: the stable problem `code`s and their HTTP statuses.
 //! * [`input`]: how refused input is described (pointer, value-free message).

@@ -98,6 +98,11 @@ Root key:
                      writes a new key there when the file does not exist yet.
   DZL_ROOT_KEY       the base64 root key itself (used when DZL_ROOT_KEY_FILE
                      is unset).
+  DZL__ROOT_KEY__PKCS11 (or [root_key] pkcs11 in the config file)
+                     the root key in a hardware security module, as a
+                     pkcs11: URI (token=…;object=…?module-path=…&pin-source=
+                     file:… or env:…). The key never leaves the module; it
+                     excludes the two above. `init --root-key` takes one too.
   The root key only wraps the keyring; it is never stored in the vault and
   never printed (only its fingerprint). Every command except `init` checks
   that it opens the vault's keyring before reading or changing anything.

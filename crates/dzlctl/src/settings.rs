@@ -7,9 +7,13 @@
 //! beats them all. Unknown sections and keys are ignored, so one file
 //! (and one `DZL__…` environment) can serve both the CLI and the server.
 //!
-//! The root key is deliberately not configuration: it comes only from
-//! `DZL_ROOT_KEY_FILE` / `DZL_ROOT_KEY` (see `dzl_store::admin::RootKeySource`),
-//! so it never sits in a config file next to the data it protects.
+//! The root key itself is deliberately not configuration: a key file or
+//! variable comes only from `DZL_ROOT_KEY_FILE` / `DZL_ROOT_KEY` (see
+//! `dzl_store::admin::RootKeySource`), so it never sits in a config file
+//! next to the data it protects. A root key in a hardware module is named
+//! by `[root_key] pkcs11` (`DZL__ROOT_KEY__PKCS11`), a `pkcs11:` URI that
+//! says where the key is and where its PIN is read from, and holds no
+//! secret (see `dzl_hsm::uri`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +44,17 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// `[tenants]`.
     pub tenants: TenantSettings,
+    /// `[root_key]`.
+    #[serde(default)]
+    pub root_key: RootKeySettings,
+}
+
+/// `[root_key]`: a root key in a hardware security module.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RootKeySettings {
+    /// The `pkcs11:` URI of the root key (the server reads the same key).
+    #[serde(default)]
+    pub pkcs11: Option<String>,
 }
 
 /// `[retention]`: how long the vault keeps deposits.
@@ -95,6 +110,7 @@ impl Settings {
             tenants: TenantSettings {
                 secret_overlap_seconds: DEFAULT_SECRET_OVERLAP_SECONDS,
             },
+            root_key: RootKeySettings::default(),
         }
     }
 
@@ -236,6 +252,23 @@ mod tests {
             env(&[("DZL__TENANTS__SECRET_OVERLAP_SECONDS", "99999999")])
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_pkcs11_root_key_is_configured_by_file_or_environment() {
+        let uri = "pkcs11:token=t;object=k?module-path=/m.so&pin-source=env:PIN";
+        assert_eq!(
+            Settings::from_sources(None, env(&[]))
+                .unwrap()
+                .root_key
+                .pkcs11,
+            None
+        );
+        let (_d, path) = file(&format!("[root_key]\npkcs11 = \"{uri}\"\n"));
+        let s = Settings::from_sources(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.root_key.pkcs11.as_deref(), Some(uri));
+        let s = Settings::from_sources(None, env(&[("DZL__ROOT_KEY__PKCS11", uri)])).unwrap();
+        assert_eq!(s.root_key.pkcs11.as_deref(), Some(uri));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use dzl_crypto::{Keyring, RootKey};
+use dzl_crypto::{Keyring, RootKeyHolder};
 use dzl_store::admin::{self, RootKeySource};
 use dzl_store::{Call, SqliteStore, Store};
 
@@ -30,8 +30,11 @@ use crate::settings::Settings;
 pub struct Context {
     /// The data directory.
     pub data_dir: PathBuf,
-    /// Where the root key comes from.
+    /// Where the root key comes from when it is a file or a variable.
     pub root_key: RootKeySource,
+    /// The `pkcs11:` URI of a root key in a hardware module
+    /// (`[root_key] pkcs11`, `DZL__ROOT_KEY__PKCS11`, or `init --root-key`).
+    pub root_pkcs11: Option<String>,
     /// Who is acting, for the audit trail (`cli:<user>`).
     pub actor: String,
     /// Retention, secret overlap and the rest of the configuration.
@@ -48,6 +51,7 @@ impl std::fmt::Debug for Context {
             .field("data_dir", &self.data_dir)
             .field("root_key_file", &self.root_key.file)
             .field("root_key_inline", &self.root_key.inline.is_some())
+            .field("root_key_pkcs11", &self.root_pkcs11)
             .field("actor", &self.actor)
             .field("now", &self.now)
             .finish()
@@ -69,6 +73,7 @@ impl Context {
         Context {
             data_dir,
             root_key,
+            root_pkcs11: None,
             actor: admin::cli_actor(),
             settings,
             now: None,
@@ -80,6 +85,7 @@ impl Context {
     pub fn from_args(config: Option<&Path>, data_dir: Option<PathBuf>) -> Result<Self, CliError> {
         let settings = Settings::load(config)?.with_data_dir(data_dir);
         let mut ctx = Context::new(settings.store.data_dir.clone());
+        ctx.root_pkcs11 = settings.root_key.pkcs11.clone();
         ctx.settings = settings;
         Ok(ctx)
     }
@@ -99,11 +105,27 @@ impl Context {
         }
     }
 
-    /// Loads the root key.
-    pub fn load_root_key(&self) -> Result<RootKey, CliError> {
-        self.root_key
-            .load()
-            .map_err(|e| from_admin(e, &self.data_dir, ""))
+    /// Loads the root key: opens it in its hardware module when a
+    /// `pkcs11:` URI is configured, else reads the file or variable. Both
+    /// at once is refused: which key is meant would be a guess.
+    pub fn load_root_key(&self) -> Result<Box<dyn RootKeyHolder>, CliError> {
+        match &self.root_pkcs11 {
+            Some(uri) => {
+                if self.root_key.file.is_some() || self.root_key.inline.is_some() {
+                    return Err(CliError::RootKey(
+                        "both a pkcs11: root key and DZL_ROOT_KEY_FILE / DZL_ROOT_KEY are set: \
+                         unset the one not meant"
+                            .into(),
+                    ));
+                }
+                Ok(Box::new(open_pkcs11(uri, false)?.0))
+            }
+            None => Ok(Box::new(
+                self.root_key
+                    .load()
+                    .map_err(|e| from_admin(e, &self.data_dir, ""))?,
+            )),
+        }
     }
 
     /// Whether there is a store to open: a file in the data directory, or a
@@ -150,11 +172,23 @@ impl Context {
     }
 }
 
+/// Opens the root key a `pkcs11:` URI names, generating it in the token
+/// first when `create` is set and it is absent. Returns whether it was made.
+pub fn open_pkcs11(uri: &str, create: bool) -> Result<(dzl_hsm::Pkcs11Root, bool), CliError> {
+    let parsed = dzl_hsm::Pkcs11Uri::parse(uri).map_err(|e| CliError::RootKey(e.to_string()))?;
+    let opened = if create {
+        dzl_hsm::Pkcs11Root::open_or_create(&parsed)
+    } else {
+        dzl_hsm::Pkcs11Root::open(&parsed).map(|r| (r, false))
+    };
+    opened.map_err(|e| CliError::RootKey(e.to_string()))
+}
+
 /// An initialised vault, opened with a root key that opens its keyring, by
 /// the operator of a [`Context`].
 pub struct Vault {
     store: Box<dyn Store>,
-    root: RootKey,
+    root: Box<dyn RootKeyHolder>,
     keyring: Keyring,
     data_dir: PathBuf,
     actor: String,
@@ -187,7 +221,7 @@ impl Vault {
             return Err(not_initialised());
         }
         let root = ctx.load_root_key()?;
-        let keyring = admin::load_keyring(&*store, &root)
+        let keyring = admin::load_keyring(&*store, &*root)
             .map_err(|e| from_admin(e, &ctx.data_dir, &root.fingerprint()))?;
         Ok(Vault {
             store,
@@ -219,7 +253,7 @@ impl Vault {
     }
 
     /// The root key (for verbs that rewrap the keyring).
-    pub fn root_key(&self) -> &RootKey {
-        &self.root
+    pub fn root_key(&self) -> &dyn RootKeyHolder {
+        &*self.root
     }
 }

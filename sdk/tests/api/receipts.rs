@@ -135,3 +135,66 @@ async fn a_genuine_receipt_of_another_redemption_is_refused() {
         }
     );
 }
+
+/// A `gm` vault's receipt: the same redemption, its receipt signed with an
+/// SM2 key, verifies against that key published as `SM2`, and not as
+/// another algorithm, nor once a byte of the signature changes.
+#[tokio::test]
+async fn sm2_receipts_verify_against_keys_published_as_sm2() {
+    use dzl_sdk::dzl_types::wire::ReceiptKey;
+    use dzl_sdk::Suite;
+
+    let v = start();
+    let r = redeemed(&v).await;
+    let pkcs8 =
+        dzl_crypto::ReceiptSigner::generate_pkcs8_for(Suite::Gm, &dzl_crypto::SystemRandom::new())
+            .unwrap();
+    let sm2 = dzl_crypto::ReceiptSigner::from_pkcs8_derived_id(&pkcs8).unwrap();
+    let signature = sm2.sign_b64url(r.receipt().signed.as_bytes());
+    let gm = tampered(&r, |j| {
+        j["receipt"]["key_id"] = Value::from(sm2.key_id());
+        j["receipt"]["signature"] = Value::from(signature.clone());
+    });
+    let key = |algorithm: &str| ReceiptKey {
+        key_id: sm2.key_id().to_owned(),
+        algorithm: algorithm.to_owned(),
+        public_key: sm2.public_key_b64url(),
+    };
+
+    let verified = verify_receipt(&[key("SM2")], &gm).unwrap();
+    assert_eq!(verified.key_id, sm2.key_id());
+    assert_eq!(&verified.body.redemption_id, r.redemption_id());
+
+    for other in ["Ed25519", "sm2", "RSA"] {
+        assert!(
+            matches!(
+                verify_receipt(&[key(other)], &gm),
+                Err(ReceiptError::BadKey { .. })
+            ),
+            "{other}"
+        );
+    }
+    let mut flipped = signature.into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let forged = tampered(&gm, |j| {
+        j["receipt"]["signature"] = Value::from(String::from_utf8(flipped).unwrap())
+    });
+    assert!(matches!(
+        verify_receipt(&[key("SM2")], &forged),
+        Err(ReceiptError::BadSignature)
+    ));
+}
+
+/// A vault that names no suite in `GET /v1/receipt-keys` is `intl`; a
+/// client told its suite does not ask.
+#[tokio::test]
+async fn the_suite_is_learned_from_the_receipt_keys_or_told() {
+    let v = start();
+    let learned = dzl_sdk::Vault::new(&v.url).unwrap();
+    assert_eq!(learned.suite().await.unwrap(), dzl_sdk::Suite::Intl);
+    let told = dzl_sdk::Vault::builder("http://127.0.0.1:9")
+        .suite(dzl_sdk::Suite::Gm)
+        .build()
+        .unwrap();
+    assert_eq!(told.suite().await.unwrap(), dzl_sdk::Suite::Gm);
+}

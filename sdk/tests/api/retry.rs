@@ -320,3 +320,47 @@ fn base_urls_are_checked() {
         "http://127.0.0.1:8080"
     );
 }
+
+/// A client not told the suite signs for `intl`; a `gm` vault refuses the
+/// algorithm (nothing happened), the client learns the suite from
+/// `GET /v1/receipt-keys` and sends once more with HMAC-SM3, and keeps
+/// signing so. A client told `gm` signs with HMAC-SM3 from the start.
+#[tokio::test]
+async fn a_refused_algorithm_makes_the_client_learn_the_suite_and_sign_again() {
+    let keys = serde_json::json!({"suite": "gm", "keys": []}).to_string();
+    let json = "Content-Type: application/json\r\n";
+    let mut s = Scripted::start(vec![
+        problem(401, "unsupported_signature_algorithm"),
+        Reply::Answer(200, json, keys),
+        Reply::Answer(200, json, status_body()),
+        Reply::Answer(200, json, status_body()),
+    ]);
+    let platform = vault(&s.url, fast()).platform(Signer::new("k_p", "secret"));
+
+    platform.code_status(&code_id()).await.unwrap();
+    platform.code_status(&code_id()).await.unwrap();
+
+    let seen = s.requests();
+    let lines: Vec<&str> = seen.iter().map(|h| h[0].as_str()).collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[1].starts_with("GET /v1/receipt-keys "), "{lines:?}");
+    let sig = |i: usize| header(&seen[i], "x-dzl-signature").to_owned();
+    assert!(!sig(0).starts_with("HMAC-"), "{}", sig(0));
+    assert!(sig(2).starts_with("HMAC-SM3 "), "{}", sig(2));
+    assert!(sig(3).starts_with("HMAC-SM3 "), "{}", sig(3));
+
+    let mut told = Scripted::start(vec![Reply::Answer(200, json, status_body())]);
+    let vault = Vault::builder(&told.url)
+        .suite(dzl_sdk::Suite::Gm)
+        .retry(fast())
+        .build()
+        .unwrap();
+    vault
+        .platform(Signer::new("k_p", "secret"))
+        .code_status(&code_id())
+        .await
+        .unwrap();
+    let seen = told.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(header(&seen[0], "x-dzl-signature").starts_with("HMAC-SM3 "));
+}

@@ -117,10 +117,10 @@ fn appended_byte_is_integrity() {
 #[test]
 fn unknown_algorithm_tag_is_reported() {
     let mut env = seal(&key(1), b"aad", b"tiny", &rng()).unwrap();
-    env[0] = 0x02;
+    env[0] = 0x03;
     assert_eq!(
         open(&key(1), b"aad", &env).unwrap_err(),
-        CryptoError::UnknownAlgorithm(0x02)
+        CryptoError::UnknownAlgorithm(0x03)
     );
     assert_eq!(
         open(&key(1), b"aad", &[0x00]).unwrap_err(),

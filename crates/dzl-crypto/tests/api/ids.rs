@@ -32,7 +32,7 @@ fn random_bytes_have_the_asked_length_and_vary() {
     let a = random_bytes::<32>(&rng()).unwrap();
     let b = random_bytes::<32>(&rng()).unwrap();
     assert_ne!(a, b);
-    assert_eq!(random_bytes::<0>(&rng()).unwrap(), []);
+    assert_eq!(random_bytes::<0>(&rng()).unwrap(), [0u8; 0]);
 }
 
 #[test]

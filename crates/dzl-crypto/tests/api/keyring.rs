@@ -1,7 +1,7 @@
 //! Root key, KEKs, the keyring, rotation and sealed secrets.
 
 use dzl_crypto::{
-    open_record, seal_record, CryptoError, DataKey, Kek, Keyring, RootKey, WrappedKey,
+    open_record, seal_record, CryptoError, DataKey, Kek, Keyring, RootKey, Suite, WrappedKey,
 };
 
 use crate::helpers::{assert_every_flip_fails, rng};
@@ -31,7 +31,7 @@ impl StoredKeks {
             .rows
             .iter()
             .filter(|(v, _)| versions.contains(v))
-            .map(|(v, bytes)| self.root.unwrap_kek(*v, bytes).unwrap())
+            .map(|(v, bytes)| self.root.unwrap_kek(*v, Suite::Intl, bytes).unwrap())
             .collect();
         Keyring::new(keks, active)
     }
@@ -226,10 +226,13 @@ fn wrong_root_key_cannot_unwrap_kek() {
     let other = RootKey::generate(&rng()).unwrap();
     let wrapped = root.wrap_kek(&Kek::generate(1, &rng()).unwrap()).unwrap();
     assert_eq!(
-        other.unwrap_kek(1, &wrapped).unwrap_err(),
+        other.unwrap_kek(1, Suite::Intl, &wrapped).unwrap_err(),
         CryptoError::Integrity
     );
-    assert_eq!(root.unwrap_kek(1, &wrapped).unwrap().version(), 1);
+    assert_eq!(
+        root.unwrap_kek(1, Suite::Intl, &wrapped).unwrap().version(),
+        1
+    );
 }
 
 #[test]
@@ -237,7 +240,7 @@ fn kek_wrapped_as_v1_does_not_unwrap_claiming_v2() {
     let root = RootKey::generate(&rng()).unwrap();
     let wrapped = root.wrap_kek(&Kek::generate(1, &rng()).unwrap()).unwrap();
     assert_eq!(
-        root.unwrap_kek(2, &wrapped).unwrap_err(),
+        root.unwrap_kek(2, Suite::Intl, &wrapped).unwrap_err(),
         CryptoError::Integrity
     );
 }
@@ -246,7 +249,7 @@ fn kek_wrapped_as_v1_does_not_unwrap_claiming_v2() {
 fn tampered_wrapped_kek_is_refused() {
     let root = RootKey::generate(&rng()).unwrap();
     let wrapped = root.wrap_kek(&Kek::generate(1, &rng()).unwrap()).unwrap();
-    assert_every_flip_fails(&wrapped, |w| root.unwrap_kek(1, w));
+    assert_every_flip_fails(&wrapped, |w| root.unwrap_kek(1, Suite::Intl, w));
 }
 
 #[test]
@@ -258,24 +261,33 @@ fn root_rekey_keeps_the_keyring_readable() {
         .wrap_kek(&Kek::generate(5, &rng()).unwrap())
         .unwrap();
     let (dk, rec) = data_key_with_record();
-    let wrapped = Keyring::new(vec![old_root.unwrap_kek(5, &stored_old).unwrap()], 5)
-        .unwrap()
-        .wrap_data_key(&dk, "dep_a", "record")
-        .unwrap();
+    let wrapped = Keyring::new(
+        vec![old_root.unwrap_kek(5, Suite::Intl, &stored_old).unwrap()],
+        5,
+    )
+    .unwrap()
+    .wrap_data_key(&dk, "dep_a", "record")
+    .unwrap();
 
     // Act: `root rekey` unwraps each KEK under the old root, wraps it under the new.
     let stored_new = new_root
-        .wrap_kek(&old_root.unwrap_kek(5, &stored_old).unwrap())
+        .wrap_kek(&old_root.unwrap_kek(5, Suite::Intl, &stored_old).unwrap())
         .unwrap();
 
     // Assert: a keyring loaded through the new root opens the old data key.
-    let reloaded = Keyring::new(vec![new_root.unwrap_kek(5, &stored_new).unwrap()], 5).unwrap();
+    let reloaded = Keyring::new(
+        vec![new_root.unwrap_kek(5, Suite::Intl, &stored_new).unwrap()],
+        5,
+    )
+    .unwrap();
     let back = reloaded
         .unwrap_data_key(&wrapped, "dep_a", "record")
         .unwrap();
     assert!(opens_record(&back, &rec));
     assert_eq!(
-        old_root.unwrap_kek(5, &stored_new).unwrap_err(),
+        old_root
+            .unwrap_kek(5, Suite::Intl, &stored_new)
+            .unwrap_err(),
         CryptoError::Integrity
     );
 }
@@ -303,7 +315,13 @@ fn reloaded_root_key_unwraps_keks() {
     let root = RootKey::generate(&rng()).unwrap();
     let wrapped = root.wrap_kek(&Kek::generate(4, &rng()).unwrap()).unwrap();
     let reloaded = RootKey::from_base64(&format!("{}\n", root.to_base64())).unwrap();
-    assert_eq!(reloaded.unwrap_kek(4, &wrapped).unwrap().version(), 4);
+    assert_eq!(
+        reloaded
+            .unwrap_kek(4, Suite::Intl, &wrapped)
+            .unwrap()
+            .version(),
+        4
+    );
 }
 
 #[test]

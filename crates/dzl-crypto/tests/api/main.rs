@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod envelope;
+mod gm;
 mod helpers;
 mod ids;
 mod keyring;
 mod receipts;
 mod records;
+mod sm2_receipts;

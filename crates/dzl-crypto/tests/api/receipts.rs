@@ -185,11 +185,14 @@ fn key_ids() {
 }
 
 #[test]
-fn signer_debug_shows_key_id_only() {
+fn signer_debug_shows_key_id_and_algorithm_only() {
     let pkcs8 = ReceiptSigner::generate_pkcs8(&rng()).unwrap();
     let s = ReceiptSigner::from_pkcs8("rk_abc", &pkcs8).unwrap();
     let dbg = format!("{s:?} {s:#?}");
-    assert!(dbg.starts_with("ReceiptSigner { key_id: \"rk_abc\", .. }"));
+    assert!(
+        dbg.starts_with("ReceiptSigner { key_id: \"rk_abc\", algorithm: \"Ed25519\", .. }"),
+        "{dbg}"
+    );
     let seed = &pkcs8[16..48];
     for needle in [
         hex::encode(seed),

@@ -50,10 +50,12 @@ fn init_with_json_reports_the_fingerprint_and_the_existing_key_is_reused() {
             "kek_version",
             "root_key_created",
             "root_key_file",
-            "root_key_fingerprint"
+            "root_key_fingerprint",
+            "root_key_pkcs11"
         ]
     );
     assert_eq!(doc["root_key_created"], false);
+    assert_eq!(doc["root_key_pkcs11"], serde_json::Value::Null);
     assert_eq!(doc["kek_version"], 1);
     assert_eq!(doc["root_key_fingerprint"].as_str().unwrap().len(), 16);
     assert_eq!(std::fs::read_to_string(v.key_file()).unwrap(), key);

@@ -220,7 +220,7 @@ pub struct Server {
 
 impl Server {
     /// Builds and starts the server on the current actix runtime.
-    pub fn start(data: &Path, root: RootKey) -> Server {
+    pub fn start(data: &Path, root: impl dzl_crypto::RootKeyHolder + 'static) -> Server {
         let mut settings = Settings::default();
         settings.store.data_dir = data.to_owned();
         settings.server.bind = "127.0.0.1:0".into();

@@ -9,6 +9,7 @@
 mod audit;
 mod basics;
 mod helpers;
+mod hsm;
 mod keys;
 mod postgres;
 mod purge;
