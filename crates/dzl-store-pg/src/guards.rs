@@ -40,6 +40,10 @@ const MAX_BATCH: usize = 1024;
 /// What a guard request is answered with.
 type Answer<T> = Box<dyn FnOnce(StoreResult<T>) + Send>;
 
+/// Whether a nonce is fresh, and whether the tenant's bucket had a token
+/// (or the seconds to wait).
+pub type Admission = (bool, Result<(), u64>);
+
 enum Request {
     Nonce {
         key_id: String,
@@ -153,19 +157,16 @@ impl PgGuards {
         tenant: &TenantId,
         rate: u32,
         at: f64,
-        reply: Answer<(bool, Result<(), u64>)>,
+        reply: Answer<Admission>,
     ) {
         type Halves = (
             Option<StoreResult<bool>>,
             Option<StoreResult<Result<(), u64>>>,
         );
-        let joined: Arc<Mutex<(Halves, Option<Answer<(bool, Result<(), u64>)>>)>> =
-            Arc::new(Mutex::new(((None, None), Some(reply))));
+        type Joined = Mutex<(Halves, Option<Answer<Admission>>)>;
+        let joined: Arc<Joined> = Arc::new(Mutex::new(((None, None), Some(reply))));
         // Answers once both halves are in.
-        fn settle(
-            joined: &Mutex<(Halves, Option<Answer<(bool, Result<(), u64>)>>)>,
-            fill: impl FnOnce(&mut Halves),
-        ) {
+        fn settle(joined: &Joined, fill: impl FnOnce(&mut Halves)) {
             let Ok(mut j) = joined.lock() else { return };
             fill(&mut j.0);
             if let ((Some(_), Some(_)), Some(_)) = (&j.0, &j.1) {
