@@ -17,4 +17,5 @@ mod matrix;
 mod pii;
 mod redemption;
 mod replicas;
+mod restart;
 mod tls;
