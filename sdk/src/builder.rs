@@ -10,8 +10,8 @@
 
 use chrono::{DateTime, Utc};
 use dzl_types::records::{Education, Gender, MaritalStatus, Network, Os};
-use dzl_types::wire::{DepositRequest, MAX_GRANTS};
-use dzl_types::{Applicant, Device, ErrorCode, IdType, Purpose, Risk, ScopeSet};
+use dzl_types::wire::{DepositRequest, MAX_TTL_SECONDS};
+use dzl_types::{Applicant, Device, IdType, Purpose, Risk, ScopeSet};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Number, Value};
 
@@ -450,61 +450,18 @@ fn parse<T: DeserializeOwned>(v: Value) -> Result<T, BuildError> {
 }
 
 /// The vault's checks of a deposit before it stores anything, that need no
-/// knowledge of other tenants (`create_deposit` in the server).
+/// knowledge of other tenants: the very function the vault runs
+/// (`dzl_types::rules::check_deposit`), with the longest lifetime any vault
+/// accepts.
 fn check_deposit(d: &DepositRequest, now: DateTime<Utc>) -> Result<(), BuildError> {
-    let consent = &d.consent;
     let skew = chrono::Duration::seconds(dzl_types::signing::MAX_SKEW_SECS);
-    if consent.granted_at > now + skew {
-        return Err(BuildError::invalid(
-            "/consent/granted_at",
-            "consent cannot be granted in the future",
-        ));
-    }
-    if consent.expires_at <= consent.granted_at {
-        return Err(BuildError::invalid(
-            "/consent/expires_at",
-            "must be after granted_at",
-        ));
-    }
-    if consent.expires_at <= now {
-        return Err(BuildError::new(
-            ErrorCode::ConsentExpired,
-            "/consent/expires_at",
-            ErrorCode::ConsentExpired.title(),
-        ));
-    }
-    let groups = d.groups();
-    if !groups.is_subset_of(consent.scopes) {
-        let missing: Vec<_> = groups
-            .missing_from(consent.scopes)
-            .iter()
-            .map(|g| g.as_str())
-            .collect();
-        return Err(BuildError::new(
-            ErrorCode::ConsentInsufficient,
-            "/consent/scopes",
-            format!("the consent does not cover: {}", missing.join(", ")),
-        ));
-    }
-    if d.grants.len() > MAX_GRANTS {
-        return Err(BuildError::invalid(
-            "/grants",
-            format!("at most {MAX_GRANTS} grants"),
-        ));
-    }
-    for (i, g) in d.grants.iter().enumerate() {
-        if !(g.scopes.is_subset_of(consent.scopes) && g.scopes.is_subset_of(groups)) {
-            return Err(BuildError::new(
-                ErrorCode::GrantExceedsConsent,
-                &format!("/grants/{i}/scopes"),
-                "a granted group is not consented to or not deposited",
-            ));
-        }
-        if let Some(t) = g.ttl_seconds {
-            crate::ops::check_ttl(t, &format!("/grants/{i}/ttl_seconds"))?;
-        }
-    }
-    Ok(())
+    let ttl = dzl_types::rules::TtlPolicy {
+        default_seconds: 1,
+        max_seconds: MAX_TTL_SECONDS,
+    };
+    dzl_types::rules::check_deposit(d, now, skew, ttl)
+        .map(|_| ())
+        .map_err(BuildError::from)
 }
 
 impl BuildError {

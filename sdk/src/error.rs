@@ -420,6 +420,13 @@ pub enum TransportError {
     Http(#[source] reqwest::Error),
 }
 
+/// A rule of `dzl_types::rules` the request breaks, as the vault reports it.
+impl From<dzl_types::rules::Violation> for BuildError {
+    fn from(v: dzl_types::rules::Violation) -> Self {
+        BuildError::new(v.code, &v.pointer, v.message)
+    }
+}
+
 impl From<reqwest::Error> for TransportError {
     fn from(e: reqwest::Error) -> Self {
         if e.is_connect() {

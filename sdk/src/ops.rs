@@ -11,9 +11,7 @@ use dzl_types::wire::{
     OutcomeRequest, ReceiptKey, RedemptionRequest, SubjectAccessRequest, SubjectAccessResponse,
     MAX_TTL_SECONDS,
 };
-use dzl_types::{
-    AuthCode, CodeId, DepositId, ErrorCode, IdType, Purpose, RedemptionId, ScopeSet, TenantId,
-};
+use dzl_types::{AuthCode, CodeId, DepositId, IdType, Purpose, RedemptionId, ScopeSet, TenantId};
 use serde::de::DeserializeOwned;
 
 use crate::builder::Deposit;
@@ -301,15 +299,15 @@ pub(crate) fn issue_code(
 
 /// The range every vault accepts; a vault may be configured lower.
 pub(crate) fn check_ttl(ttl: u32, field: &str) -> Result<(), BuildError> {
-    if (1..=MAX_TTL_SECONDS).contains(&ttl) {
-        Ok(())
-    } else {
-        Err(BuildError::new(
-            ErrorCode::InvalidTtl,
-            field,
-            format!("ttl_seconds must be 1..={MAX_TTL_SECONDS}"),
-        ))
-    }
+    // The vault's rule, with the longest lifetime any vault accepts.
+    let policy = dzl_types::rules::TtlPolicy {
+        default_seconds: 1,
+        max_seconds: MAX_TTL_SECONDS,
+    };
+    let at = field.strip_suffix("/ttl_seconds").unwrap_or(field);
+    dzl_types::rules::resolve_ttl(policy, Some(ttl), at)
+        .map(|_| ())
+        .map_err(BuildError::from)
 }
 
 pub(crate) fn code_status(code: &CodeId) -> Op<CodeStatus> {

@@ -200,6 +200,32 @@ pub fn resolve_ttl(policy: TtlPolicy, asked: Option<u32>, at: &str) -> Result<u3
     }
 }
 
+/// The checks of a deposit request that need nothing stored, in order:
+/// the consent is current and covers every group deposited, there are at
+/// most [`crate::wire::MAX_GRANTS`] grants, and each grant lies within the
+/// consent and the deposit and asks for a lifetime in bounds. Returns each
+/// grant's lifetime. The vault runs this before it seals a deposit; the
+/// SDK before a deposit leaves the platform.
+pub fn check_deposit(
+    req: &crate::wire::DepositRequest,
+    now: DateTime<Utc>,
+    skew: Duration,
+    ttl: TtlPolicy,
+) -> Result<Vec<u32>, Violation> {
+    let groups = req.groups();
+    check_consent(&req.consent, groups, now, skew)?;
+    check_grant_count(req.grants.len())?;
+    req.grants
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let at = format!("/grants/{i}");
+            check_grant_scopes(g.scopes, req.consent.scopes, groups, &at)?;
+            resolve_ttl(ttl, g.ttl_seconds, &at)
+        })
+        .collect()
+}
+
 /// A code's deadline: `now + ttl`, never past the consent's end.
 pub fn code_deadline(
     now: DateTime<Utc>,

@@ -110,7 +110,10 @@ async fn redemptions_of_unknown_codes_count_across_a_restart() {
         assert_problem(&r, 404, "code_not_found");
     }
     // The 45th in the hour suspended the funder.
-    let r = fc.send("POST", "/v1/redemptions", &guess(45)).await.unwrap();
+    let r = fc
+        .send("POST", "/v1/redemptions", &guess(45))
+        .await
+        .unwrap();
     assert_problem(&r, 403, "tenant_suspended");
     stop(server);
 }

@@ -7,10 +7,8 @@
 //! funder exists, is active and is entitled; the platform has no deposit
 //! under this reference; the KEK version still wraps).
 
-use chrono::{DateTime, Duration, Utc};
 use dzl_audit::AuditRecord;
-use dzl_types::rules::{self as grant_rules, Entitlement, TtlPolicy, Violation};
-use dzl_types::wire::DepositRequest;
+use dzl_types::rules::{self as grant_rules, Entitlement};
 use dzl_types::{DepositId, ErrorCode, TenantId};
 
 use super::record;
@@ -35,29 +33,7 @@ pub fn subject_run(txn: &mut Txn<'_>) -> StoreResult<i64> {
     Ok(txn.head()?.seq >> SUBJECT_RUN_SHIFT)
 }
 
-/// The checks of a deposit request that need nothing stored, in order:
-/// the consent is current and covers every group deposited, there are at
-/// most 16 grants, and each grant lies within the consent and the deposit
-/// and asks for a lifetime in bounds. Returns each grant's lifetime.
-pub fn check_request(
-    req: &DepositRequest,
-    now: DateTime<Utc>,
-    skew: Duration,
-    ttl: TtlPolicy,
-) -> Result<Vec<u32>, Violation> {
-    let groups = req.groups();
-    grant_rules::check_consent(&req.consent, groups, now, skew)?;
-    grant_rules::check_grant_count(req.grants.len())?;
-    req.grants
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let at = format!("/grants/{i}");
-            grant_rules::check_grant_scopes(g.scopes, req.consent.scopes, groups, &at)?;
-            grant_rules::resolve_ttl(ttl, g.ttl_seconds, &at)
-        })
-        .collect()
-}
+pub use dzl_types::rules::check_deposit as check_request;
 
 /// What a funder row entitles, if `t` is a funder.
 fn entitlement(t: &Option<TenantRow>) -> Option<Entitlement<'_>> {
