@@ -71,30 +71,37 @@ impl PgWriter {
     }
 }
 
-/// Takes the advisory lock of `chain` for the connection's session; whether it did.
-fn try_lock(conn: &mut PgConn<Box<Client>>, chain: ChainId) -> StoreResult<bool> {
+/// Takes the advisory lock of `chain` for the connection's session; whether
+/// it did. `None` where the engine has no advisory locks (CockroachDB).
+fn try_lock(conn: &mut PgConn<Box<Client>>, chain: ChainId) -> StoreResult<Option<bool>> {
     let key = i32::try_from(chain)
         .map_err(|_| StoreError::Corrupt(format!("audit chain {chain} out of range")))?;
-    let row = conn
+    match conn
         .client
         .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&CHAIN_LOCK, &key])
-        .map_err(crate::map_pg)?;
-    row.try_get(0).map_err(crate::map_pg)
+    {
+        Ok(row) => row.try_get(0).map(Some).map_err(crate::map_pg),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_FUNCTION) => Ok(None),
+        Err(e) => Err(crate::map_pg(e)),
+    }
 }
 
 /// Claims `preferred` if no session holds it, else the first free chain,
-/// else a new one.
+/// else a new one. Without advisory locks, every writer opens a chain of
+/// its own.
 fn claim_chain(conn: &mut PgConn<Box<Client>>, preferred: ChainId) -> StoreResult<ChainId> {
     for _ in 0..8 {
         let mut chains: Vec<ChainId> = conn.chains()?.into_iter().map(|c| c.chain).collect();
         chains.sort_by_key(|c| (*c != preferred, *c));
         for chain in chains {
-            if try_lock(conn, chain)? {
-                return Ok(chain);
+            match try_lock(conn, chain)? {
+                Some(true) => return Ok(chain),
+                Some(false) => {}
+                None => return open_chain(conn),
             }
         }
         let opened = open_chain(conn)?;
-        if try_lock(conn, opened)? {
+        if try_lock(conn, opened)? != Some(false) {
             return Ok(opened);
         }
     }
