@@ -6,12 +6,17 @@
 //!   (the API fuzzer `scripts/schemathesis` drives it).
 //! * `dzl-crash`: mixed load against the real `dzl-vault` binary, SIGKILL at
 //!   random moments, restart, and the checks of [`crash`].
+//! * `dzl-powercut`: the same binary under an `LD_PRELOAD` library that
+//!   traces its writes and flushes; power cuts at random moments, the data
+//!   directory rebuilt as the disk would hold it, restart, and the checks of
+//!   [`powercut`].
 //!
 //! Everything here talks to the vault as a client would (signed HTTP) or
 //! reads its files from the outside (SQLite `integrity_check`, the audit
 //! chain); nothing reaches into the server's memory.
 
 pub mod crash;
+pub mod powercut;
 pub mod process;
 
 use std::path::Path;
