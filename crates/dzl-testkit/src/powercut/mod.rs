@@ -55,7 +55,9 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 
 use crate::process::{wait_ready, ExitedEarly, VaultProcess};
-use crate::{half_done, integrity_check, new_root, pairs_check, provision, Provision, Tenants};
+use crate::{
+    half_done, integrity_check, new_root, pairs_check, provision, HalfDone, Provision, Tenants,
+};
 use model::{Clients, Model, Scope};
 pub use trace::{CutMode, CutOptions, CutStats, Files};
 
@@ -171,6 +173,9 @@ pub struct Report {
     pub cuts_at_random_time: usize,
     /// Cuts right after a flush returned, by the library.
     pub cuts_after_a_flush: usize,
+    /// Of those, counted among one file's flushes (between the flushes of
+    /// two files, say).
+    pub cuts_after_a_flush_of_one_file: usize,
     /// Cuts right after a write, by the library.
     pub cuts_after_a_write: usize,
     /// Cuts during start-up (recovery and mending included).
@@ -213,6 +218,8 @@ pub struct Report {
     pub audit_entries_at_store_ends: u64,
     /// Writes found half done across the two files after a cut.
     pub half_done_found: u64,
+    /// Of those, by kind.
+    pub half_done_by_kind: HalfDone,
     /// Writes the server mended as it opened cut files (audited).
     pub mended_by_server: u64,
     /// Writes `dzlctl` mended as it opened the copies (audited).
@@ -333,13 +340,16 @@ impl Ctl {
 }
 
 /// How a cycle's cut comes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Cut {
     /// The harness kills the server this long into the load.
     Time(Duration),
     /// The library kills it right after the Nth flush once armed (the
     /// server ready).
     AfterFlush(u64),
+    /// The library kills it right after the Nth flush of one file once
+    /// armed: between the flushes of two files of one commit, say.
+    AfterFlushOf(u64, String),
     /// The library kills it right after the Nth write once armed: a cut
     /// with unflushed writes, often in the middle of a commit.
     AfterWrite(u64),
@@ -356,6 +366,8 @@ struct Aim {
     after_ready: Vec<u64>,
     /// Writes after it was ready, in cuts at a random time.
     writes_after_ready: Vec<u64>,
+    /// Flushes of each file after it was ready, in cuts at a random time.
+    flushes_of: BTreeMap<String, Vec<u64>>,
 }
 
 /// The largest count to aim a cut at: one and a half times the mean seen
@@ -562,11 +574,20 @@ impl Harness<'_> {
     }
 
     fn choose_cut(&mut self) -> Cut {
+        // A quarter each: at a random time, after the Nth flush, after
+        // the Nth flush of one file, after the Nth write; one in ten during
+        // start-up instead.
         if self.aim.start_up > 0 && self.rng.gen_ratio(1, 10) {
             return Cut::StartUp(self.rng.gen_range(1..=self.aim.start_up));
         }
-        match self.rng.gen_range(0..3) {
-            0 => {
+        match self.rng.gen_range(0..4) {
+            3 if !self.aim.flushes_of.is_empty() => {
+                let names: Vec<&String> = self.aim.flushes_of.keys().collect();
+                let name = names[self.rng.gen_range(0..names.len())].clone();
+                let max = aim_at(&self.aim.flushes_of[&name], 10);
+                Cut::AfterFlushOf(self.rng.gen_range(1..=max), name)
+            }
+            0 | 3 => {
                 let span = self.cfg.max_load.saturating_sub(self.cfg.min_load);
                 let ms = self.rng.gen_range(0..=span.as_millis() as u64);
                 Cut::Time(self.cfg.min_load + Duration::from_millis(ms))
@@ -591,8 +612,10 @@ impl Harness<'_> {
         let dir = s.data.clone().into_os_string();
         let trace_os = trace_path.clone().into_os_string();
         let arm_os = arm.clone().into_os_string();
-        let n = match cut {
-            Cut::AfterFlush(n) | Cut::AfterWrite(n) | Cut::StartUp(n) => n.to_string(),
+        let n = match &cut {
+            Cut::AfterFlush(n) | Cut::AfterFlushOf(n, _) | Cut::AfterWrite(n) | Cut::StartUp(n) => {
+                n.to_string()
+            }
             Cut::Time(_) => String::new(),
         };
         let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![
@@ -603,9 +626,13 @@ impl Harness<'_> {
         if !matches!(cut, Cut::StartUp(_)) {
             env.push(("DZL_PC_ARM", &arm_os));
         }
-        match cut {
+        match &cut {
             Cut::AfterWrite(_) => env.push(("DZL_PC_CUT_AT_WRITE", n.as_ref())),
             Cut::AfterFlush(_) | Cut::StartUp(_) => env.push(("DZL_PC_CUT_AT_SYNC", n.as_ref())),
+            Cut::AfterFlushOf(_, name) => {
+                env.push(("DZL_PC_CUT_AT_SYNC", n.as_ref()));
+                env.push(("DZL_PC_CUT_FILE", name.as_ref()));
+            }
             Cut::Time(_) => {}
         }
         let started = Utc::now();
@@ -652,7 +679,7 @@ impl Harness<'_> {
                     (true, false, true)
                 } else {
                     s.unchecked_since = cycle;
-                    (true, true, self.load(&mut server, s, &clients, cycle, cut)?)
+                    (true, true, self.load(&mut server, s, &clients, cycle, &cut)?)
                 };
                 server.kill9()?;
                 outcome
@@ -674,7 +701,7 @@ impl Harness<'_> {
         s.last_mode = Some(mode);
         self.count_cut(
             &stats,
-            cut,
+            &cut,
             mode,
             bytes.len() as u64,
             reached_ready,
@@ -693,7 +720,7 @@ impl Harness<'_> {
                 self.report.cuts,
                 self.report.stores - 1,
                 mode,
-                describe(cut, killed_itself, reached_ready, loaded),
+                describe(&cut, killed_itself, reached_ready, loaded),
                 bytes.len() / 1024,
                 stats.syncs,
                 stats.unsynced_bytes / 1024,
@@ -767,7 +794,7 @@ impl Harness<'_> {
         s: &StoreRun,
         clients: &Arc<Clients>,
         cycle: usize,
-        cut: Cut,
+        cut: &Cut,
     ) -> anyhow::Result<bool> {
         let stop = Arc::new(AtomicBool::new(false));
         let handles: Vec<_> = (0..self.cfg.workers)
@@ -782,7 +809,7 @@ impl Harness<'_> {
                 ))
             })
             .collect();
-        let limit = match cut {
+        let limit = match *cut {
             Cut::Time(d) => d,
             // A flush count the load never reaches: cut at the latest time.
             _ => self.cfg.max_load * 3,
@@ -813,7 +840,7 @@ impl Harness<'_> {
     fn count_cut(
         &mut self,
         stats: &CutStats,
-        cut: Cut,
+        cut: &Cut,
         mode: CutMode,
         trace_bytes: u64,
         reached_ready: bool,
@@ -834,6 +861,9 @@ impl Harness<'_> {
             r.cuts_after_a_write += 1;
         } else if killed_itself {
             r.cuts_after_a_flush += 1;
+            if matches!(cut, Cut::AfterFlushOf(..)) {
+                r.cuts_after_a_flush_of_one_file += 1;
+            }
         } else {
             r.cuts_at_random_time += 1;
         }
@@ -851,6 +881,13 @@ impl Harness<'_> {
                 .after_ready
                 .push(stats.syncs.saturating_sub(stats.syncs_before_armed));
             self.aim.writes_after_ready.push(stats.writes_after_armed);
+            for (name, n) in &stats.syncs_after_armed_of {
+                self.aim
+                    .flushes_of
+                    .entry(name.clone())
+                    .or_default()
+                    .push(*n);
+            }
         }
     }
 
@@ -878,7 +915,13 @@ impl Harness<'_> {
         }
         self.report.integrity_checks += 1;
         let found = match half_done(&scratch) {
-            Ok(h) => h.total(),
+            Ok(h) => {
+                let k = &mut self.report.half_done_by_kind;
+                k.deposits_without_identity += h.deposits_without_identity;
+                k.erased_with_identity += h.erased_with_identity;
+                k.identities_without_deposit += h.identities_without_deposit;
+                h.total()
+            }
             Err(e) => {
                 problems.push(format!("counting half-done writes: {e:#}"));
                 0
@@ -1056,13 +1099,15 @@ fn audit_covers(entries: &[Entry], m: &mut Model) {
     }
 }
 
-fn describe(cut: Cut, killed_itself: bool, reached_ready: bool, loaded: bool) -> String {
+fn describe(cut: &Cut, killed_itself: bool, reached_ready: bool, loaded: bool) -> String {
     match cut {
         _ if !reached_ready => "in start-up".into(),
         _ if !loaded => "in the checks after start".into(),
         Cut::Time(d) => format!("{} ms into the load", d.as_millis()),
         Cut::AfterFlush(n) if killed_itself => format!("after flush {n}"),
         Cut::AfterFlush(n) => format!("flush {n} never came; at the latest time"),
+        Cut::AfterFlushOf(n, f) if killed_itself => format!("after flush {n} of {f}"),
+        Cut::AfterFlushOf(n, f) => format!("flush {n} of {f} never came; at the latest time"),
         Cut::AfterWrite(n) if killed_itself => format!("after write {n}"),
         Cut::AfterWrite(n) => format!("write {n} never came; at the latest time"),
         Cut::StartUp(n) => format!("start-up flush {n} never came; at the latest time"),

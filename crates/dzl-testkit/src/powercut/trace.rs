@@ -226,6 +226,8 @@ pub struct CutStats {
     pub syncs_before_armed: u64,
     /// Writes recorded after the counters were armed.
     pub writes_after_armed: u64,
+    /// File flushes after the counters were armed, by file.
+    pub syncs_after_armed_of: BTreeMap<String, u64>,
     /// Directory flushes recorded.
     pub dir_syncs: u64,
     /// Bytes written in all.
@@ -356,7 +358,13 @@ impl<'a> Machine<'a> {
                 }
                 Op::Sync { name } => {
                     self.stats.syncs += 1;
-                    if !armed {
+                    if armed {
+                        *self
+                            .stats
+                            .syncs_after_armed_of
+                            .entry(name.to_owned())
+                            .or_default() += 1;
+                    } else {
                         self.stats.syncs_before_armed += 1;
                     }
                     if opts.ignore_syncs_of.is_some_and(|s| name.ends_with(s)) {

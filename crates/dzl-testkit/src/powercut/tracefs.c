@@ -15,6 +15,7 @@
  *                        (fsync/fdatasync) under the directory has returned
  *                        and been recorded, before the caller learns of it
  *   DZL_PC_CUT_AT_WRITE  N: the same, right after its Nth write
+ *   DZL_PC_CUT_FILE      a name: only flushes and writes of this file count
  *   DZL_PC_ARM           a path: flushes and writes are counted for the cut
  *                        only once it exists (the harness creates it when
  *                        the server is ready); an ARMED record marks the
@@ -124,6 +125,7 @@ static long cut_at_sync, cut_at_write;
 static char arm_path[PATH_MAX];
 static atomic_int armed;
 static long syncs, writes;
+static char cut_file[NAME_MAX + 1];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -183,6 +185,10 @@ static void init(void) {
     cut_at_sync = c ? strtol(c, NULL, 10) : 0;
     const char *w = getenv("DZL_PC_CUT_AT_WRITE");
     cut_at_write = w ? strtol(w, NULL, 10) : 0;
+    const char *f = getenv("DZL_PC_CUT_FILE");
+    if (f != NULL && strlen(f) < sizeof cut_file) {
+        strcpy(cut_file, f);
+    }
     const char *a = getenv("DZL_PC_ARM");
     if (a != NULL && strlen(a) < sizeof arm_path) {
         strcpy(arm_path, a);
@@ -374,6 +380,9 @@ static void forget_fd(int fd) {
 
 static const char *name_of(int st) { return st >= 2 ? names[st - 2] : ""; }
 
+/* Whether a flush or write of `st` counts toward a cut. */
+static int counts(int st) { return cut_file[0] == '\0' || strcmp(name_of(st), cut_file) == 0; }
+
 /* Notices the arm file; the caller holds `lock`. */
 static void check_armed(void) {
     if (!atomic_load(&armed) && access(arm_path, F_OK) == 0) {
@@ -396,7 +405,7 @@ static void after_sync(int st) {
     pthread_mutex_lock(&lock);
     put(st == IS_DIR ? K_DIRSYNC : K_SYNC, name_of(st), NULL, 0, NULL, 0);
     check_armed();
-    if (atomic_load(&armed) && cut_at_sync > 0 && ++syncs == cut_at_sync) {
+    if (atomic_load(&armed) && cut_at_sync > 0 && counts(st) && ++syncs == cut_at_sync) {
         cut = 1;
     }
     pthread_mutex_unlock(&lock);
@@ -405,10 +414,11 @@ static void after_sync(int st) {
     }
 }
 
-/* Counts one write toward DZL_PC_CUT_AT_WRITE; the caller holds `lock`. */
-static int count_write(void) {
+/* Counts one write to `st` toward DZL_PC_CUT_AT_WRITE; the caller holds
+ * `lock`. */
+static int count_write(int st) {
     check_armed();
-    return atomic_load(&armed) && cut_at_write > 0 && ++writes == cut_at_write;
+    return atomic_load(&armed) && cut_at_write > 0 && counts(st) && ++writes == cut_at_write;
 }
 
 /* open with O_CREAT: the existence test, the open and the CREATE record
@@ -524,7 +534,7 @@ static void after_write(int st, off_t off, const void *buf, ssize_t n) {
     }
     pthread_mutex_lock(&lock);
     put(K_WRITE, name_of(st), NULL, (uint64_t)off, buf, (uint64_t)n);
-    int cut = count_write();
+    int cut = count_write(st);
     pthread_mutex_unlock(&lock);
     if (cut) {
         cut_now();
@@ -544,7 +554,7 @@ static void after_writev(int st, off_t off, const struct iovec *iov, int cnt, ss
         off += (off_t)len;
         n -= (ssize_t)len;
     }
-    int cut = count_write();
+    int cut = count_write(st);
     pthread_mutex_unlock(&lock);
     if (cut) {
         cut_now();
