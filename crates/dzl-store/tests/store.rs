@@ -444,6 +444,84 @@ fn a_deposit_whose_identity_never_committed_is_voided_as_the_store_opens() {
 }
 
 #[test]
+fn an_erasure_a_power_cut_kept_only_in_identity_db_is_finished_however_old_the_deposit() {
+    let (dir, store, root) = fresh();
+    let now = Utc::now();
+    deposit(&store, &root, "old", now, &[3600, 7200]);
+    deposit(&store, &root, "kept", now, &[3600]);
+    // More entries since than mending reads of the audit trail: nothing
+    // there names the deposits any more.
+    let store = std::sync::Arc::new(store);
+    let writers: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for _ in 0..520 {
+                    store
+                        .record_action(&call("test.fill", now), "ok", "")
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let store = std::sync::Arc::into_inner(store).unwrap();
+    let head = store.audit_head_seq().unwrap();
+    assert!(head > 16_384 + 6);
+    store
+        .erase_deposit(
+            &call("deposit.erase", now),
+            &DepositId::from_trusted("dep_kept".into()),
+        )
+        .unwrap();
+    let head = store.audit_head_seq().unwrap();
+    drop(store);
+    // A power cut kept identity.db's half of an erasure of dep_old (its
+    // identity row deleted, the deletion noted) and lost vault.db's half.
+    crash_after(
+        dir.path(),
+        "identity.db",
+        "DELETE FROM identities WHERE deposit_id = 'dep_old';
+         INSERT INTO shredded (deposit_id) VALUES ('dep_old');",
+    );
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(
+        entries_after(&store, head),
+        [by_system("deposit.void", "dep_old")]
+    );
+    assert!(store.verify_audit(&mut |_| {}).unwrap().is_ok());
+    let head = store.audit_head_seq().unwrap();
+    drop(store);
+    let state: String = one(
+        dir.path(),
+        "vault.db",
+        "SELECT state FROM deposits WHERE id = 'dep_old'",
+    );
+    assert_eq!(state, "erased");
+    let left: i64 = one(
+        dir.path(),
+        "vault.db",
+        "SELECT (SELECT count(*) FROM data_keys WHERE deposit_id = 'dep_old')
+              + (SELECT count(*) FROM codes WHERE deposit_id = 'dep_old' AND state <> 'revoked')",
+    );
+    assert_eq!(left, 0, "no key or live code of it is left");
+    let noted: i64 = one(
+        dir.path(),
+        "identity.db",
+        "SELECT count(*) FROM shredded WHERE deposit_id = 'dep_kept'",
+    );
+    assert_eq!(noted, 1, "a whole erasure notes its deposit in identity.db");
+
+    // Mended once: after another crash, opening finds nothing and writes nothing.
+    crash_after(dir.path(), "vault.db", A_WHOLE_WRITE);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.audit_head_seq().unwrap(), head);
+}
+
+#[test]
 fn identity_rows_a_crash_left_behind_are_deleted_as_the_store_opens() {
     let (dir, store, root) = fresh();
     let now = Utc::now();

@@ -399,8 +399,17 @@ fn shred_deposit(conn: &Connection, id: &str, now: DateTime<Utc>) -> StoreResult
         .execute([id])?;
     conn.prepare_cached("DELETE FROM records WHERE deposit_id = ?1")?
         .execute([id])?;
-    conn.prepare_cached("DELETE FROM ident.identities WHERE deposit_id = ?1")?
+    let identity = conn
+        .prepare_cached("DELETE FROM ident.identities WHERE deposit_id = ?1")?
         .execute([id])?;
+    if identity > 0 {
+        // identity.db's half of this transaction names the deposit, for
+        // `recover` to find if a power cut loses vault.db's half.
+        conn.prepare_cached("INSERT INTO ident.shredded (deposit_id) VALUES (?1)")?
+            .execute([id])?;
+        conn.prepare_cached("DELETE FROM ident.shredded WHERE seq <= ?1")?
+            .execute([conn.last_insert_rowid() - super::recover::SHREDDED_TAIL])?;
+    }
     let revoked = conn
         .prepare_cached(
             "UPDATE codes SET state = 'revoked', revoked_at = ?1 WHERE deposit_id = ?2 AND state = 'issued'",
@@ -421,10 +430,16 @@ fn by_system(operation: &'static str, now: DateTime<Utc>) -> Call {
 }
 
 /// Shreds an active deposit whose identity row is missing
-/// ([`super::recover`]): `vault.db` committed it and `identity.db` did not,
-/// so it was never acknowledged and can never be redeemed. Does nothing if
-/// `id` is not an active deposit.
-pub(super) fn void_deposit(tx: &WriteTx, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+/// ([`super::recover`]), audited with `why`: `vault.db` committed the
+/// deposit and `identity.db` did not, so it was never acknowledged and can
+/// never be redeemed; or `identity.db` committed a shredding of it and
+/// `vault.db` did not. Does nothing if `id` is not an active deposit.
+pub(super) fn void_deposit(
+    tx: &WriteTx,
+    id: &str,
+    why: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     let dep = match load_deposit(tx, id)? {
         Some(d) if !d.erased => d,
         _ => return Ok(()),
@@ -440,10 +455,7 @@ pub(super) fn void_deposit(tx: &WriteTx, id: &str, now: DateTime<Utc>) -> StoreR
             ..action(
                 &by_system("deposit.void", now),
                 "ok",
-                format!(
-                    "its identity row never reached identity.db before the vault stopped, so it was \
-                     never acknowledged: data keys destroyed; {revoked} outstanding codes revoked"
-                ),
+                format!("{why}: data keys destroyed; {revoked} outstanding codes revoked"),
             )
         },
     )
