@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! dzl-powercut --cuts 500 [--mode synced|reordered|alternate] [--workers 8]
-//!              [--cuts-per-store 25] [--seed N] [--min-load-ms 50] [--max-load-ms 700]
+//!              [--cuts-per-store 25] [--warm-up 0] [--seed N] [--min-load-ms 50] [--max-load-ms 700]
 //!              [--ignore-wal-syncs] [--vault-bin PATH] [--dzlctl-bin PATH] [--dir DIR] [--verbose]
 //! ```
 
@@ -43,6 +43,10 @@ struct Cli {
     /// Cuts before a store is finished and a fresh one begins.
     #[arg(long, default_value_t = 25)]
     cuts_per_store: usize,
+    /// Deposits each store gets before its first cut (untraced): over
+    /// 16,384 makes most of them older than the audit entries mending reads.
+    #[arg(long, default_value_t = 0)]
+    warm_up: u64,
     /// Earliest cut at a random time after the load starts, in ms.
     #[arg(long, default_value_t = 50)]
     min_load_ms: u64,
@@ -105,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     };
     cfg.workers = cli.workers.max(1);
     cfg.cuts_per_store = cli.cuts_per_store.max(1);
+    cfg.warm_up = cli.warm_up;
     cfg.min_load = Duration::from_millis(cli.min_load_ms);
     cfg.max_load = Duration::from_millis(cli.max_load_ms.max(cli.min_load_ms));
     cfg.sample = cli.sample;

@@ -120,6 +120,11 @@ pub struct Config {
     pub sample: usize,
     /// Cuts before the store is finished and a fresh one begins.
     pub cuts_per_store: usize,
+    /// Deposits each store gets before its first cut, with no trace and
+    /// no cut: an older store, most of whose deposits lie beyond the
+    /// latest audit entries (which mending reads) when `warm_up` is over
+    /// 16,384.
+    pub warm_up: u64,
     /// Random seed.
     pub seed: u64,
     /// The `dzl-vault` binary.
@@ -146,6 +151,7 @@ impl Config {
             max_load: Duration::from_millis(700),
             sample: 10,
             cuts_per_store: 25,
+            warm_up: 0,
             seed: rand::random(),
             vault_bin,
             dzlctl_bin,
@@ -186,6 +192,8 @@ pub struct Report {
     pub stores: usize,
     /// Deposits answered 201.
     pub deposits_acknowledged: u64,
+    /// Of those, made before the stores' first cuts (`warm_up`).
+    pub warm_up_deposits: u64,
     /// Redemptions answered 200 during the load.
     pub redemptions_acknowledged: u64,
     /// Revocations answered 200.
@@ -513,14 +521,27 @@ impl Harness<'_> {
                 others_rate_limit: None,
             },
         )?;
+        let model = Arc::new(Mutex::new(Model::default()));
+        let seq = Arc::new(AtomicU64::new(0));
+        if self.cfg.warm_up > 0 {
+            self.warm_up(
+                &data,
+                &root,
+                &tenants,
+                &model,
+                &seq,
+                &self.work.join(format!("store-{n}.log")),
+            )?;
+            self.report.warm_up_deposits += lock(&model).counts.deposits;
+        }
         let mut s = StoreRun {
             files: Files::read(&data)?,
             log: self.work.join(format!("store-{n}.log")),
             data,
             root,
             tenants,
-            model: Arc::new(Mutex::new(Model::default())),
-            seq: Arc::new(AtomicU64::new(0)),
+            model,
+            seq,
             half_done: 0,
             last_mode: None,
             unchecked_since: 0,
@@ -570,6 +591,49 @@ impl Harness<'_> {
             let _ = std::fs::remove_dir_all(&s.data);
             let _ = std::fs::remove_file(&s.log);
         }
+        Ok(())
+    }
+
+    /// Deposits `warm_up` codes from `workers` clients, untraced, and stops
+    /// the server cleanly.
+    fn warm_up(
+        &mut self,
+        data: &Path,
+        root: &RootKey,
+        tenants: &Tenants,
+        model: &Arc<Mutex<Model>>,
+        seq: &Arc<AtomicU64>,
+        log: &Path,
+    ) -> anyhow::Result<()> {
+        let server = VaultProcess::start(
+            &self.cfg.vault_bin,
+            data,
+            root,
+            log,
+            Duration::from_secs(60),
+        )?;
+        self.rt
+            .block_on(wait_ready(&server.base, Duration::from_secs(60)))?;
+        let clients = Arc::new(Clients {
+            platform: RawClient::new(server.base.clone(), Some(tenants.platform.signer())),
+            funder: RawClient::new(server.base.clone(), Some(tenants.funder.signer())),
+            funder_id: tenants.funder.tenant_id.clone(),
+        });
+        let handles: Vec<_> = (0..self.cfg.workers)
+            .map(|_| {
+                self.rt.spawn(model::fill(
+                    clients.clone(),
+                    model.clone(),
+                    seq.clone(),
+                    self.cfg.warm_up,
+                ))
+            })
+            .collect();
+        for h in handles {
+            self.rt.block_on(h)?;
+        }
+        server.stop(Duration::from_secs(60))?;
+        model::reindex(model);
         Ok(())
     }
 
@@ -679,7 +743,11 @@ impl Harness<'_> {
                     (true, false, true)
                 } else {
                     s.unchecked_since = cycle;
-                    (true, true, self.load(&mut server, s, &clients, cycle, &cut)?)
+                    (
+                        true,
+                        true,
+                        self.load(&mut server, s, &clients, cycle, &cut)?,
+                    )
                 };
                 server.kill9()?;
                 outcome

@@ -240,6 +240,18 @@ pub(crate) async fn worker(
     }
 }
 
+/// Deposits until the model holds `target` acknowledged deposits.
+pub(crate) async fn fill(
+    c: Arc<Clients>,
+    model: Arc<Mutex<Model>>,
+    seq: Arc<AtomicU64>,
+    target: u64,
+) {
+    while lock(&model).counts.deposits < target && lock(&model).violations.is_empty() {
+        deposit(&c, &model, &seq, 0).await;
+    }
+}
+
 fn take_issued(model: &Mutex<Model>, rng: &mut StdRng) -> Option<usize> {
     let mut m = lock(model);
     while !m.issued.is_empty() {
