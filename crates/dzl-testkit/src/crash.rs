@@ -202,8 +202,13 @@ fn released_ok(r: &dzl_sdk::RawResponse, deposit_id: &str) -> Result<String, Str
 }
 
 async fn redeem(c: &Clients, code: &str) -> Option<dzl_sdk::RawResponse> {
+    redeem_as(&c.funder, code).await
+}
+
+/// `funder` redeems `code` for `credit_application`.
+pub(crate) async fn redeem_as(funder: &RawClient, code: &str) -> Option<dzl_sdk::RawResponse> {
     send(
-        &c.funder,
+        funder,
         "POST",
         "/v1/redemptions",
         &json!({"code": code, "purpose": "credit_application"}),

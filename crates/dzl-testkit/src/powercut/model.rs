@@ -26,7 +26,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 
 use super::CutMode;
-use crate::crash::{problem_code, send, send_bytes};
+use crate::crash::{problem_code, redeem_as, send, send_bytes};
 use crate::{canary, deposit_body};
 
 /// The tenants' clients of one running server.
@@ -164,13 +164,7 @@ fn lock(m: &Mutex<Model>) -> std::sync::MutexGuard<'_, Model> {
 }
 
 async fn redeem(c: &Clients, code: &str) -> Option<dzl_sdk::RawResponse> {
-    send(
-        &c.funder,
-        "POST",
-        "/v1/redemptions",
-        &json!({"code": code, "purpose": "credit_application"}),
-    )
-    .await
+    redeem_as(&c.funder, code).await
 }
 
 /// A 200 redemption released exactly what was deposited; its id.
