@@ -1004,26 +1004,31 @@ impl Harness<'_> {
         if let Err(e) = pairs_check(&scratch) {
             problems.push(format!("after dzlctl opened the store: {e:#}"));
         }
-        let entries = ctl.export(&scratch, Some(started))?;
-        let by_ctl = entries.iter().filter(|e| e.at >= mid && e.mends()).count() as u64;
-        let by_server = entries
-            .iter()
-            .filter(|e| e.at < cut_at && e.mends())
-            .count() as u64;
-        if by_ctl != found {
-            problems.push(format!(
-                "{found} writes were half done, dzlctl's opening audited {by_ctl} mended"
-            ));
-        }
-        let expected = s.half_done;
-        if (reached_ready && by_server != expected) || by_server > expected {
-            problems.push(format!(
-                "the server opened files with {expected} writes half done and audited {by_server} mended"
-            ));
+        match ctl.export(&scratch, Some(started)) {
+            Ok(entries) => {
+                let by_ctl = entries.iter().filter(|e| e.at >= mid && e.mends()).count() as u64;
+                let by_server = entries
+                    .iter()
+                    .filter(|e| e.at < cut_at && e.mends())
+                    .count() as u64;
+                if by_ctl != found {
+                    problems.push(format!(
+                        "{found} writes were half done, dzlctl's opening audited {by_ctl} mended"
+                    ));
+                }
+                let expected = s.half_done;
+                if (reached_ready && by_server != expected) || by_server > expected {
+                    problems.push(format!(
+                        "the server opened files with {expected} writes half done and audited \
+                         {by_server} mended"
+                    ));
+                }
+                self.report.mended_by_dzlctl += by_ctl;
+                self.report.mended_by_server += by_server;
+            }
+            Err(e) => problems.push(format!("{e:#}")),
         }
         self.report.half_done_found += found;
-        self.report.mended_by_dzlctl += by_ctl;
-        self.report.mended_by_server += by_server;
         s.half_done = found;
         let mut m = lock(&s.model);
         m.after = s.last_mode;
@@ -1096,23 +1101,34 @@ impl Harness<'_> {
         if let Err(e) = pairs_check(&s.data) {
             problems.push(format!("{e:#}"));
         }
-        let entries = ctl.export(&s.data, None)?;
-        let by_server = entries
-            .iter()
-            .filter(|e| e.at >= started && e.mends())
-            .count() as u64;
-        if by_server != s.half_done {
-            problems.push(format!(
-                "the server opened files with {} writes half done and audited {by_server} mended",
-                s.half_done
-            ));
-        }
-        self.report.mended_by_server += by_server;
+        let entries = match ctl.export(&s.data, None) {
+            Ok(entries) => {
+                let by_server = entries
+                    .iter()
+                    .filter(|e| e.at >= started && e.mends())
+                    .count() as u64;
+                if by_server != s.half_done {
+                    problems.push(format!(
+                        "the server opened files with {} writes half done and audited \
+                         {by_server} mended",
+                        s.half_done
+                    ));
+                }
+                self.report.mended_by_server += by_server;
+                Some(entries)
+            }
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        };
         let mut m = lock(&s.model);
         for p in problems {
             m.violation(format!("store end: {p}"));
         }
-        audit_covers(&entries, &mut m);
+        if let Some(entries) = entries {
+            audit_covers(&entries, &mut m);
+        }
         Ok(())
     }
 }
