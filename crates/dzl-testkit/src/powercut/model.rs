@@ -52,6 +52,8 @@ enum State {
     Redeemed,
     Revoked,
     Erased,
+    /// Found lost (404): reported once, not checked again.
+    Lost,
 }
 
 #[derive(Debug, Clone)]
@@ -367,8 +369,11 @@ async fn act(c: &Clients, model: &Mutex<Model>, i: usize, kind: Kind, cycle: usi
         }
         None => {
             let pc = problem_code(&r);
-            // The code was issued as far as anyone acknowledged.
-            m.codes[i].state = State::Issued;
+            let now = holds(r.status, &pc, State::Issued);
+            m.codes[i].state = now;
+            if now == State::Issued {
+                m.issued.push(i);
+            }
             m.lost(format!(
                 "cycle {cycle}: a {kind:?} of an issued code of deposit {deposit_id} answered {} {pc}",
                 r.status
@@ -452,12 +457,24 @@ async fn check_by_redemption(
                 "cycle {cycle}: a redemption of a {} code of deposit {deposit_id} answered {status} {pc}",
                 describe(s)
             ));
-            s
+            holds(status, &pc, s)
         }
     };
     if next != state {
         m.codes[i].state = next;
         m.codes[i].changed = cycle;
+    }
+}
+
+/// What the vault holds after a violation, as far as its answer (`status`,
+/// problem code `pc`) tells, so that one loss is reported once; `was` when
+/// it does not tell.
+fn holds(status: u16, pc: &str, was: State) -> State {
+    match (status, pc) {
+        (200, _) | (409, "code_already_redeemed") => State::Redeemed,
+        (410, "code_revoked") => State::Revoked,
+        (404, _) => State::Lost,
+        _ => was,
     }
 }
 
@@ -469,6 +486,7 @@ fn describe(s: State) -> String {
         State::Redeemed => "redeemed".into(),
         State::Revoked => "revoked".into(),
         State::Erased => "erased".into(),
+        State::Lost => "lost".into(),
     }
 }
 
@@ -484,7 +502,7 @@ async fn check_status(c: &Clients, model: &Mutex<Model>, i: usize, cycle: usize,
         State::Issued => "issued",
         State::Redeemed => "redeemed",
         State::Revoked | State::Erased => "revoked",
-        State::Busy | State::Unknown(_) => return,
+        State::Busy | State::Unknown(_) | State::Lost => return,
     };
     let r = send_bytes(&c.platform, "GET", &format!("/v1/codes/{code_id}"), b"").await;
     let mut m = lock(model);
@@ -501,6 +519,14 @@ async fn check_status(c: &Clients, model: &Mutex<Model>, i: usize, cycle: usize,
                 format!("{} {}", r.status, problem_code(&r))
             };
             m.counts.status_checks += 1;
+            m.codes[i].state = match (r.status, r.json()["state"].as_str()) {
+                (404, _) => State::Lost,
+                (200, Some("redeemed")) => State::Redeemed,
+                (200, Some("revoked")) => State::Revoked,
+                // An acknowledged change undone: the redemption that
+                // follows shows what the vault then releases.
+                _ => state,
+            };
             if state == State::Redeemed && got.contains("issued") {
                 m.lost(format!(
                     "cycle {cycle}: an acknowledged redemption of deposit {deposit_id}'s code was lost (the code reads issued)"
@@ -538,7 +564,10 @@ pub(crate) async fn check(
         let m = lock(model);
         let all = 0..m.codes.len();
         match scope {
-            Scope::Everything => (all.collect(), Vec::new()),
+            Scope::Everything => (
+                all.filter(|&i| m.codes[i].state != State::Lost).collect(),
+                Vec::new(),
+            ),
             Scope::AfterCut { changed_in, sample } => {
                 let mut redeem: Vec<usize> = all
                     .clone()
