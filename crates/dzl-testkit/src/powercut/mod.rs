@@ -244,6 +244,11 @@ pub struct Report {
     pub pieces_dropped: u64,
     /// Unflushed changes to the directory dropped.
     pub dir_ops_dropped: u64,
+    /// WAL headers written (a WAL started or started over), in the traces.
+    pub wal_headers: u64,
+    /// Of those, while the WAL's database file had unflushed writes (a WAL
+    /// starting over then could overwrite frames whose pages a cut loses).
+    pub wal_headers_over_unflushed_db: u64,
     /// Everything that broke a rule.
     pub violations: Vec<String>,
     /// Wall time.
@@ -941,6 +946,8 @@ impl Harness<'_> {
         r.pieces_kept += stats.pieces_kept;
         r.pieces_dropped += stats.pieces_dropped;
         r.dir_ops_dropped += stats.dir_ops_dropped;
+        r.wal_headers += stats.wal_headers;
+        r.wal_headers_over_unflushed_db += stats.wal_headers_over_unflushed_db;
         if reached_ready {
             self.aim.start_up = stats.syncs_before_armed;
         }

@@ -228,6 +228,11 @@ pub struct CutStats {
     pub writes_after_armed: u64,
     /// File flushes after the counters were armed, by file.
     pub syncs_after_armed_of: BTreeMap<String, u64>,
+    /// Writes at offset 0 of a `-wal` file: SQLite writing a WAL's header,
+    /// as it starts the WAL (over).
+    pub wal_headers: u64,
+    /// Of those, while the WAL's database file had writes not yet flushed.
+    pub wal_headers_over_unflushed_db: u64,
     /// Directory flushes recorded.
     pub dir_syncs: u64,
     /// Bytes written in all.
@@ -345,6 +350,13 @@ impl<'a> Machine<'a> {
         for op in &trace.ops {
             match *op {
                 Op::Write { name, offset, data } => {
+                    if let (0, Some(db)) = (offset, name.strip_suffix("-wal")) {
+                        self.stats.wal_headers += 1;
+                        let db = self.current.get(db).copied();
+                        if db.is_some_and(|d| !self.inodes[d].pending.is_empty()) {
+                            self.stats.wal_headers_over_unflushed_db += 1;
+                        }
+                    }
                     let i = self.inode(name)?;
                     self.stats.bytes_written += data.len() as u64;
                     if armed {
@@ -641,6 +653,24 @@ mod tests {
         assert_eq!(&files.0["db"][..16], &[8; 16], "other files' flushes count");
         let (files, _) = cut(&bytes, &SYNCED, 1);
         assert_eq!(files.0["db-wal"], vec![7; 64]);
+    }
+
+    #[test]
+    fn wal_headers_written_over_an_unflushed_database_are_counted() {
+        let bytes = [
+            rec(5, "db-wal", "", 0, 0, &[]),
+            write("db-wal", 0, &[1; 32]),
+            write("db", 0, &[2; 16]),
+            write("db-wal", 0, &[3; 32]),
+            sync("db"),
+            write("db-wal", 0, &[4; 32]),
+        ]
+        .concat();
+        let (_, stats) = cut(&bytes, &SYNCED, 1);
+        assert_eq!(
+            (stats.wal_headers, stats.wal_headers_over_unflushed_db),
+            (3, 1)
+        );
     }
 
     #[test]
