@@ -31,8 +31,9 @@
 //! with their creation time), and the newest [`SHREDDED_TAIL`] deposits
 //! whose identity row a shredding deleted (`identity.db`'s `shredded`,
 //! written in the shredding's own transaction: a shredding's `vault.db`
-//! half, and with it its audit entry, may be what was lost). Other entries (redemptions) name deposits
-//! of any age, and reading those cold took 0.49 s with ten million stored.
+//! half, and with it its audit entry, may be what was lost). Other entries
+//! (redemptions) name deposits of any age, and reading those cold took
+//! 0.49 s with ten million stored.
 
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
