@@ -78,7 +78,9 @@ fn a_write_path_that_answers_before_its_wal_is_durable_fails_the_checks() {
     }
     let mut cfg = config(12);
     cfg.ignore_wal_syncs = true;
-    cfg.max_violations = 1;
+    // Not the first violation: that may be a database the cut left
+    // malformed, before any lost write is seen.
+    cfg.max_violations = 50;
     let report = powercut::run(&cfg).expect("the harness runs");
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     assert!(
