@@ -158,3 +158,77 @@ fn identity_rows_a_crash_left_behind_are_deleted_as_the_store_opens() {
     f.store = f.factory.open();
     assert_eq!(f.store.audit_head_seq().unwrap(), head);
 }
+
+#[test]
+fn an_erasure_a_power_cut_kept_only_in_identity_db_is_finished_however_old_the_deposit() {
+    let mut f = Fixture::new(common::sqlite().unwrap());
+    let p = f.parties();
+    let now = Utc::now();
+    deposit_at(&f.store, &p, "old", now, &[3600, 7200]);
+    deposit_at(&f.store, &p, "kept", now, &[3600]);
+    // More entries since than mending reads of the audit trail: nothing
+    // there names the deposits any more.
+    std::thread::scope(|s| {
+        for _ in 0..32 {
+            s.spawn(|| {
+                for _ in 0..520 {
+                    f.store
+                        .record_action(&at_call(&p.platform.tenant_id, "test.fill", now), "ok", "")
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert!(f.store.audit_head_seq().unwrap() > 16_384 + 6);
+    f.store
+        .erase_deposit(
+            &at_call(&p.platform.tenant_id, "deposit.erase", now),
+            &DepositId::from_trusted("dep_kept".into()),
+        )
+        .unwrap();
+    let head = f.store.audit_head_seq().unwrap();
+    f.store.close();
+    let dir = &f.factory.dir;
+    // A power cut kept identity.db's half of an erasure of dep_old (its
+    // identity row deleted, the deletion noted) and lost vault.db's half.
+    crash_after(
+        dir.path(),
+        "identity.db",
+        "DELETE FROM identities WHERE deposit_id = 'dep_old';
+         INSERT INTO shredded (deposit_id) VALUES ('dep_old');",
+    );
+
+    f.store = f.factory.open();
+    assert_eq!(
+        entries_after(&f.store, head),
+        [by_system("deposit.void", "dep_old")]
+    );
+    assert!(f.verified().is_ok());
+    let head = f.store.audit_head_seq().unwrap();
+    f.store.close();
+    let dir = &f.factory.dir;
+    let state: String = one(
+        dir.path(),
+        "vault.db",
+        "SELECT state FROM deposits WHERE id = 'dep_old'",
+    );
+    assert_eq!(state, "erased");
+    let left: i64 = one(
+        dir.path(),
+        "vault.db",
+        "SELECT (SELECT count(*) FROM deposit_records WHERE deposit_id = 'dep_old')
+              + (SELECT count(*) FROM codes WHERE deposit_id = 'dep_old' AND state <> 'revoked')",
+    );
+    assert_eq!(left, 0, "no key or live code of it is left");
+    let noted: i64 = one(
+        dir.path(),
+        "identity.db",
+        "SELECT count(*) FROM shredded WHERE deposit_id = 'dep_kept'",
+    );
+    assert_eq!(noted, 1, "a whole erasure notes its deposit in identity.db");
+
+    // Mended once: after another crash, opening finds nothing and writes nothing.
+    crash_after(dir.path(), "vault.db", A_WHOLE_WRITE);
+    f.store = f.factory.open();
+    assert_eq!(f.store.audit_head_seq().unwrap(), head);
+}

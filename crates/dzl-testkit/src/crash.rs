@@ -156,20 +156,30 @@ struct Clients {
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn send(
+pub(crate) async fn send(
     c: &RawClient,
     method: &str,
     path: &str,
     body: &serde_json::Value,
 ) -> Option<dzl_sdk::RawResponse> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    match tokio::time::timeout(REQUEST_TIMEOUT, c.send(method, path, &bytes)).await {
+    send_bytes(c, method, path, &bytes).await
+}
+
+/// Sends a request; `None` when no answer came (in time).
+pub(crate) async fn send_bytes(
+    c: &RawClient,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<dzl_sdk::RawResponse> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, c.send(method, path, body)).await {
         Ok(Ok(r)) => Some(r),
         _ => None,
     }
 }
 
-fn problem_code(r: &dzl_sdk::RawResponse) -> String {
+pub(crate) fn problem_code(r: &dzl_sdk::RawResponse) -> String {
     r.json()["code"].as_str().unwrap_or("").to_owned()
 }
 
@@ -192,8 +202,13 @@ fn released_ok(r: &dzl_sdk::RawResponse, deposit_id: &str) -> Result<String, Str
 }
 
 async fn redeem(c: &Clients, code: &str) -> Option<dzl_sdk::RawResponse> {
+    redeem_as(&c.funder, code).await
+}
+
+/// `funder` redeems `code` for `credit_application`.
+pub(crate) async fn redeem_as(funder: &RawClient, code: &str) -> Option<dzl_sdk::RawResponse> {
     send(
-        &c.funder,
+        funder,
         "POST",
         "/v1/redemptions",
         &json!({"code": code, "purpose": "credit_application"}),

@@ -6,12 +6,17 @@
 //!   (the API fuzzer `scripts/schemathesis` drives it).
 //! * `dzl-crash`: mixed load against the real `dzl-vault` binary, SIGKILL at
 //!   random moments, restart, and the checks of [`crash`].
+//! * `dzl-powercut`: the same binary under an `LD_PRELOAD` library that
+//!   traces its writes and flushes; power cuts at random moments, the data
+//!   directory rebuilt as the disk would hold it, restart, and the checks of
+//!   [`powercut`].
 //!
 //! Everything here talks to the vault as a client would (signed HTTP) or
 //! reads its files from the outside (SQLite `integrity_check`, the audit
 //! chain); nothing reaches into the server's memory.
 
 pub mod crash;
+pub mod powercut;
 pub mod process;
 
 use std::path::Path;
@@ -192,10 +197,29 @@ pub fn verify_audit(dir: &Path) -> anyhow::Result<u64> {
     }
 }
 
-/// Checks that every write is whole across the store's two files: every
-/// active deposit has its identity row, and no identity row belongs to an
-/// erased deposit or to none. Reads every row, so it is for test stores.
-pub fn pairs_check(dir: &Path) -> anyhow::Result<()> {
+/// Writes found half done across the store's two files (see [`half_done`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HalfDone {
+    /// Active deposits without their identity row.
+    pub deposits_without_identity: u64,
+    /// Erased deposits that kept their identity row.
+    pub erased_with_identity: u64,
+    /// Identity rows without a deposit.
+    pub identities_without_deposit: u64,
+}
+
+impl HalfDone {
+    /// How many writes in all.
+    pub fn total(&self) -> u64 {
+        self.deposits_without_identity + self.erased_with_identity + self.identities_without_deposit
+    }
+}
+
+/// Counts the writes that are not whole across the store's two files in
+/// `dir`: active deposits without their identity row, erased deposits with
+/// one, identity rows without a deposit. Reads every row, so it is for test
+/// stores. It opens the files with plain SQLite, which does not mend them.
+pub fn half_done(dir: &Path) -> anyhow::Result<HalfDone> {
     let vault = dzl_store::sqlite::vault_db(dir);
     let conn = rusqlite::Connection::open(&vault)
         .with_context(|| format!("opening {}", vault.display()))?;
@@ -216,11 +240,26 @@ pub fn pairs_check(dir: &Path) -> anyhow::Result<()> {
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
+    Ok(HalfDone {
+        deposits_without_identity: without as u64,
+        erased_with_identity: erased_with as u64,
+        identities_without_deposit: orphans as u64,
+    })
+}
+
+/// Checks that every write is whole across the store's two files: every
+/// active deposit has its identity row, and no identity row belongs to an
+/// erased deposit or to none.
+pub fn pairs_check(dir: &Path) -> anyhow::Result<()> {
+    let h = half_done(dir)?;
     anyhow::ensure!(
-        (without, erased_with, orphans) == (0, 0, 0),
-        "writes half done across vault.db and identity.db: {without} active deposits without \
-         their identity row, {erased_with} erased deposits with one, {orphans} identity rows \
-         without a deposit"
+        h.total() == 0,
+        "writes half done across vault.db and identity.db: {} active deposits without \
+         their identity row, {} erased deposits with one, {} identity rows \
+         without a deposit",
+        h.deposits_without_identity,
+        h.erased_with_identity,
+        h.identities_without_deposit
     );
     Ok(())
 }

@@ -21,41 +21,43 @@ use dzl_crypto::RootKey;
 ///    (`target/<profile>/` for a test in `target/<profile>/deps/`), when
 ///    cargo cannot be run.
 pub fn vault_binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("DZL_VAULT_BIN") {
+    workspace_binary("DZL_VAULT_BIN", "dzl-vault-server", "dzl-vault")
+}
+
+/// Finds the `dzlctl` binary as [`vault_binary`] finds `dzl-vault`
+/// (`DZL_DZLCTL_BIN`, else `cargo build -p dzlctl --bin dzlctl`, else beside
+/// this executable).
+pub fn dzlctl_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("DZL_DZLCTL_BIN", "dzlctl", "dzlctl")
+}
+
+fn workspace_binary(var: &str, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
         let p = PathBuf::from(p);
-        anyhow::ensure!(p.is_file(), "DZL_VAULT_BIN={} is not a file", p.display());
+        anyhow::ensure!(p.is_file(), "{var}={} is not a file", p.display());
         return Ok(p);
     }
-    match build_with_cargo() {
+    match build_with_cargo(package, bin) {
         Ok(p) => return Ok(p),
         Err(e) => {
-            log::warn!("cargo build of dzl-vault failed ({e:#}); looking beside this executable")
+            log::warn!("cargo build of {bin} failed ({e:#}); looking beside this executable")
         }
     }
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(2) {
-        let p = dir.join("dzl-vault");
+        let p = dir.join(bin);
         if p.is_file() {
             return Ok(p);
         }
     }
-    anyhow::bail!(
-        "no dzl-vault binary: set DZL_VAULT_BIN or build it (cargo build -p dzl-vault-server)"
-    )
+    anyhow::bail!("no {bin} binary: set {var} or build it (cargo build -p {package})")
 }
 
-fn build_with_cargo() -> anyhow::Result<PathBuf> {
+fn build_with_cargo(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
     let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "dzl-vault-server",
-            "--bin",
-            "dzl-vault",
-        ])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .args(["--message-format", "json"])
         .arg("--manifest-path")
         .arg(&manifest)
@@ -72,14 +74,36 @@ fn build_with_cargo() -> anyhow::Result<PathBuf> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["reason"] == "compiler-artifact" && v["target"]["name"] == "dzl-vault" {
+        if v["reason"] == "compiler-artifact" && v["target"]["name"] == bin {
             if let Some(p) = v["executable"].as_str() {
                 return Ok(PathBuf::from(p));
             }
         }
     }
-    anyhow::bail!("cargo named no dzl-vault executable")
+    anyhow::bail!("cargo named no {bin} executable")
 }
+
+/// `dzl-vault` exited before it listened (a harness that kills it during
+/// start-up finds this error with `downcast_ref`).
+#[derive(Debug)]
+pub struct ExitedEarly {
+    /// How it exited.
+    pub status: std::process::ExitStatus,
+    /// What it logged meanwhile.
+    pub log: String,
+}
+
+impl std::fmt::Display for ExitedEarly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "dzl-vault exited with {} before listening: {}",
+            self.status, self.log
+        )
+    }
+}
+
+impl std::error::Error for ExitedEarly {}
 
 /// A running `dzl-vault serve`.
 pub struct VaultProcess {
@@ -99,18 +123,18 @@ impl VaultProcess {
         log: &Path,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        Self::start_with(bin, dir, root, log, timeout, &[])
+        Self::start_with::<&str>(bin, dir, root, log, timeout, &[])
     }
 
     /// As [`VaultProcess::start`], with extra environment variables
     /// (`DZL__SECTION__KEY` settings).
-    pub fn start_with(
+    pub fn start_with<V: AsRef<std::ffi::OsStr>>(
         bin: &Path,
         dir: &Path,
         root: &RootKey,
         log: &Path,
         timeout: Duration,
-        env: &[(&str, &str)],
+        env: &[(&str, V)],
     ) -> anyhow::Result<Self> {
         let already = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0) as usize;
         let log_file = std::fs::OpenOptions::new()
@@ -152,7 +176,7 @@ impl VaultProcess {
                 });
             }
             if let Some(status) = child.try_wait()? {
-                anyhow::bail!("dzl-vault exited with {status} before listening: {text}");
+                return Err(ExitedEarly { status, log: text }.into());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -168,8 +192,24 @@ impl VaultProcess {
         self.child.id()
     }
 
+    /// Whether it has exited (killed itself, or died).
+    pub fn exited(&mut self) -> anyhow::Result<bool> {
+        Ok(self.child.try_wait()?.is_some())
+    }
+
+    /// SIGKILL, now; [`VaultProcess::kill9`] or drop reaps it.
+    pub fn sigkill(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            self.child.kill()?;
+        }
+        Ok(())
+    }
+
     /// SIGKILL, and reap it.
     pub fn kill9(mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
         self.child.kill()?;
         self.child.wait()?;
         Ok(())

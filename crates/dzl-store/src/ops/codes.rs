@@ -164,11 +164,17 @@ pub fn erase(
     Ok(Ok(()))
 }
 
-/// Shreds an active deposit whose identity row is missing: its first
-/// file committed it and the second did not, so it was never acknowledged
-/// and can never be redeemed. Does nothing if `id` is not an active
-/// deposit.
-pub fn void_deposit(txn: &mut Txn<'_>, id: &DepositId, now: DateTime<Utc>) -> StoreResult<()> {
+/// Shreds an active deposit whose identity row is missing, audited with
+/// `why`: one file committed the deposit and the other did not, so it was
+/// never acknowledged and can never be redeemed; or one file committed a
+/// shredding of it and the other did not. Does nothing if `id` is not an
+/// active deposit.
+pub fn void_deposit(
+    txn: &mut Txn<'_>,
+    id: &DepositId,
+    why: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
     let dep = match txn.read().deposit(id, Lock::Update)? {
         Some(d) if d.state == DepositState::Active => d,
         _ => return Ok(()),
@@ -182,10 +188,7 @@ pub fn void_deposit(txn: &mut Txn<'_>, id: &DepositId, now: DateTime<Utc>) -> St
         ..action(
             &by_system("deposit.void", now),
             "ok",
-            format!(
-                "its identity row never reached identity.db before the vault stopped, so it was \
-                 never acknowledged: data keys destroyed; {revoked} outstanding codes revoked"
-            ),
+            format!("{why}: data keys destroyed; {revoked} outstanding codes revoked"),
         )
     })
 }

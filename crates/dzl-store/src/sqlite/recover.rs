@@ -8,8 +8,12 @@
 //! its identity row, or an erasure that kept the identity row. The sync
 //! thread makes `identity.db`'s WAL durable before `vault.db`'s, so a power
 //! cut between the two leaves the opposite: identity rows whose deposit was
-//! lost. None of these was acknowledged; each is a request that must not
-//! have happened by halves. [`mend`] finds them among the latest writes and
+//! lost. A power cut can also keep a transaction's unsynced frames in one
+//! WAL and not the other, in either order: a crypto-shredding (an erasure,
+//! a purge) whose `identity.db` half reached the disk and `vault.db` half
+//! did not leaves an active deposit of any age without its identity row.
+//! None of these was acknowledged; each is a request that must not have
+//! happened by halves. [`mend`] finds them among the latest writes and
 //! finishes or undoes each, with an audit entry for each:
 //!
 //! | found | done | audited as |
@@ -23,8 +27,11 @@
 //! shell, an integrity check) checkpoints and deletes the WALs. Only the
 //! latest writes can be half done, so only they are read: the deposits
 //! that the `deposit.*` entries among the last [`AUDIT_TAIL`] audit entries
-//! name, and the newest [`IDENTITY_TAIL`] identity rows (deposit ids begin
-//! with their creation time). Other entries (redemptions) name deposits
+//! name, the newest [`IDENTITY_TAIL`] identity rows (deposit ids begin
+//! with their creation time), and the newest [`SHREDDED_TAIL`] deposits
+//! whose identity row a shredding deleted (`identity.db`'s `shredded`,
+//! written in the shredding's own transaction: a shredding's `vault.db`
+//! half, and with it its audit entry, may be what was lost). Other entries (redemptions) name deposits
 //! of any age, and reading those cold would make opening a large store slow.
 
 use chrono::{DateTime, Utc};
@@ -45,11 +52,18 @@ const AUDIT_TAIL: i64 = 16_384;
 /// several full transactions of deposits.
 const IDENTITY_TAIL: i64 = 4_096;
 
+/// How many of the newest shreddings `identity.db` keeps, and mending
+/// reads: as many as [`IDENTITY_TAIL`] (a purge step shreds 1,000).
+pub(super) const SHREDDED_TAIL: i64 = 4_096;
+
 /// One write found half done.
 #[derive(Debug, PartialEq, Eq)]
 enum Half {
     /// An active deposit whose identity row is missing.
     DepositWithoutIdentity(String),
+    /// An active deposit whose identity row a shredding deleted: that
+    /// shredding's `vault.db` half was lost.
+    ShreddingLostInVault(String),
     /// An erased deposit whose identity row is still there.
     ErasedWithIdentity(String),
     /// An identity row whose deposit row is missing.
@@ -85,6 +99,19 @@ fn find(conn: &Connection) -> StoreResult<Vec<Half>> {
     while let Some(r) = rows.next()? {
         found.push(Half::IdentityWithoutDeposit(r.get(0)?));
     }
+    let mut shredded = conn.prepare(
+        "SELECT DISTINCT s.deposit_id
+         FROM (SELECT deposit_id FROM ident.shredded ORDER BY seq DESC LIMIT ?1) s
+         JOIN deposits d ON d.id = s.deposit_id AND d.state = 'active'
+         WHERE NOT EXISTS (SELECT 1 FROM ident.identities i WHERE i.deposit_id = s.deposit_id)",
+    )?;
+    let mut rows = shredded.query([SHREDDED_TAIL])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        // Found through the audit tail too: still a shredding's half.
+        found.retain(|h| *h != Half::DepositWithoutIdentity(id.clone()));
+        found.push(Half::ShreddingLostInVault(id));
+    }
     Ok(found)
 }
 
@@ -104,9 +131,21 @@ pub(super) fn mend(conn: &mut Connection, now: DateTime<Utc>) -> StoreResult<usi
         for half in &found {
             let mut txn = Txn::new(conn, &mut st);
             match half {
-                Half::DepositWithoutIdentity(id) => {
-                    void_deposit(&mut txn, &DepositId::from_trusted(id.clone()), now)?
-                }
+                Half::DepositWithoutIdentity(id) => void_deposit(
+                    &mut txn,
+                    &DepositId::from_trusted(id.clone()),
+                    "its identity row never reached identity.db before the vault stopped, so it \
+                     was never acknowledged",
+                    now,
+                )?,
+                Half::ShreddingLostInVault(id) => void_deposit(
+                    &mut txn,
+                    &DepositId::from_trusted(id.clone()),
+                    "an erasure or purge deleted its identity row, and the vault.db half of that \
+                     write never reached the disk before the vault stopped, so it was never \
+                     acknowledged",
+                    now,
+                )?,
                 Half::ErasedWithIdentity(id) | Half::IdentityWithoutDeposit(id) => {
                     discard_identity(&mut txn, &DepositId::from_trusted(id.clone()), now)?
                 }

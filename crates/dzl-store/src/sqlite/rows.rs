@@ -627,8 +627,17 @@ impl Tx for Connection {
         let c: &Connection = self;
         c.prepare_cached("DELETE FROM deposit_records WHERE deposit_id = ?1")?
             .execute([id.as_str()])?;
-        c.prepare_cached("DELETE FROM ident.identities WHERE deposit_id = ?1")?
+        let identity = c
+            .prepare_cached("DELETE FROM ident.identities WHERE deposit_id = ?1")?
             .execute([id.as_str()])?;
+        if identity > 0 {
+            // identity.db's half of this transaction names the deposit, for
+            // `recover` to find if a power cut loses vault.db's half.
+            c.prepare_cached("INSERT INTO ident.shredded (deposit_id) VALUES (?1)")?
+                .execute([id.as_str()])?;
+            c.prepare_cached("DELETE FROM ident.shredded WHERE seq <= ?1")?
+                .execute([c.last_insert_rowid() - super::recover::SHREDDED_TAIL])?;
+        }
         let revoked = c
             .prepare_cached(
                 "UPDATE codes SET state = 'revoked', revoked_at = ?1

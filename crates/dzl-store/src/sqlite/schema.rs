@@ -286,7 +286,32 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
-/// Brings the schema up to date in one transaction, reading the version
+/// Tables of `identity.db` made sure of at every open, after the
+/// migrations: `IF NOT EXISTS` makes each idempotent. A versioned migration
+/// of both files would commit `vault.db`'s version and `identity.db`'s
+/// table one after the other, and a crash between the two would leave a
+/// store at the new version without the table.
+///
+/// `shredded`: the deposits whose identity row a crypto-shredding deleted
+/// (an erasure, a purge), newest last, in the same transaction as the
+/// deletion. A power cut can keep that `identity.db` half of the
+/// transaction and lose the `vault.db` half, leaving an active deposit of
+/// any age without its identity row; `recover` finds it here.
+const IDENTITY_TABLES: &str = "
+    CREATE TABLE IF NOT EXISTS ident.shredded (
+        seq        INTEGER PRIMARY KEY,
+        deposit_id TEXT NOT NULL
+    );
+";
+
+/// Brings the schema up to date: the versioned migrations, then
+/// [`IDENTITY_TABLES`].
+pub(crate) fn migrate(conn: &Connection) -> StoreResult<()> {
+    migrate_versions(conn)?;
+    Ok(conn.execute_batch(IDENTITY_TABLES)?)
+}
+
+/// Runs the versioned migrations in one transaction, reading the version
 /// inside it so two processes opening a new store at once cannot both migrate.
 ///
 /// A migration of a stored vault may rewrite gigabytes in that one
@@ -297,7 +322,7 @@ const MIGRATIONS: &[&str] = &[
 /// `synchronous=FULL`) when no other connection holds it open, and goes
 /// back to WAL before anything else runs; if it cannot go back, the store
 /// does not open. Migrations after the first touch only `main`.
-pub(crate) fn migrate(conn: &Connection) -> StoreResult<()> {
+fn migrate_versions(conn: &Connection) -> StoreResult<()> {
     let stored: i64 = conn.query_row("PRAGMA main.user_version", [], |r| r.get(0))?;
     if stored == 0 || stored >= MIGRATIONS.len() as i64 {
         return migrate_in_one_transaction(conn);
