@@ -68,8 +68,11 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     /// `postgres://…`: serve from PostgreSQL instead (replicas share it).
     pub url: Option<String>,
-    /// PostgreSQL connections per replica.
+    /// PostgreSQL connections per replica for reads.
     pub pool_size: u32,
+    /// PostgreSQL writer connections per replica, each with its own audit
+    /// chain.
+    pub writers: u32,
     /// Longest a PostgreSQL statement may run, in milliseconds.
     pub statement_timeout_ms: u64,
     /// PEM CA certificates PostgreSQL's server certificate must chain to;
@@ -84,6 +87,7 @@ impl std::fmt::Debug for StoreSettings {
             .field("data_dir", &self.data_dir)
             .field("url", &self.url.as_ref().map(|_| "<set>"))
             .field("pool_size", &self.pool_size)
+            .field("writers", &self.writers)
             .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
@@ -136,6 +140,7 @@ impl Default for StoreSettings {
             data_dir: PathBuf::from("dzl-data"),
             url: None,
             pool_size: 16,
+            writers: 2,
             statement_timeout_ms: 5000,
             ca_file: None,
         }

@@ -87,6 +87,7 @@ fn open_store(
     if let Some(url) = &settings.store.url {
         let opts = dzl_store_pg::PgOptions {
             pool_size: settings.store.pool_size,
+            writers: settings.store.writers,
             statement_timeout: Duration::from_millis(settings.store.statement_timeout_ms),
             ca_file: settings.store.ca_file.clone(),
             ..Default::default()

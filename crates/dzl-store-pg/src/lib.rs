@@ -215,6 +215,11 @@ pub struct PgOptions {
     /// PEM CA certificates the server's certificate must chain to; required
     /// when the URL says `sslmode=require` (TLS to the database).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Writer connections of this replica, each with its own audit chain
+    /// (at least 1): a writer's transactions run one after another, so
+    /// more than one keeps the database busy while a commit waits for its
+    /// WAL flush or a round trip (docs/performance.md).
+    pub writers: u32,
 }
 
 impl Default for PgOptions {
@@ -227,6 +232,7 @@ impl Default for PgOptions {
             isolation: Isolation::ReadCommitted,
             max_attempts: 12,
             ca_file: None,
+            writers: 2,
         }
     }
 }
@@ -339,8 +345,10 @@ pub fn connect(url: &str, opts: PgOptions) -> StoreResult<PgStore> {
         let mut conn = pooled(&pool, &target)?;
         schema::migrate(&mut conn)?;
     }
-    let writer = writer::PgWriter::start(connector.clone(), opts.isolation, opts.max_attempts)?;
-    let writer = Writer::start(writer, "dzl-pg-writer")?;
+    let writers = (0..opts.writers.max(1))
+        .map(|_| writer::PgWriter::start(connector.clone(), opts.isolation, opts.max_attempts))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let writer = Writer::start_lanes(writers, "dzl-pg-writer")?;
     let backend = PgBackend {
         pool,
         connector,

@@ -128,6 +128,51 @@ fn each_live_writer_claims_a_chain_of_its_own_and_a_closed_ones_chain_is_reused(
 }
 
 #[test]
+fn a_replica_with_several_writers_has_a_chain_per_writer_and_redeems_exactly_once() {
+    let f = fixture_or_skip!();
+    let p = Arc::new(f.parties());
+    let before = f.store.audit_chains().unwrap().len();
+    let three = PgOptions {
+        writers: 3,
+        ..options()
+    };
+    let store: Arc<dyn Store> = Arc::new(dzl_store_pg::connect(f.factory.db.url(), three).unwrap());
+    let chains = f.store.audit_chains().unwrap();
+    assert_eq!(chains.len(), before + 3, "one chain per writer");
+    assert_eq!(announced(&f.store).len(), chains.len() - 1);
+
+    // Deposits from many threads at once spread over the writers.
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (store, p) = (store.clone(), p.clone());
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    deposit(&*store, &p, &format!("APP-{t}-{i}"), &["applicant"]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let written: Vec<i64> = f
+        .store
+        .audit_chains()
+        .unwrap()
+        .iter()
+        .filter(|c| c.chain != ROOT_CHAIN && c.head.seq > 1)
+        .map(|c| c.chain)
+        .collect();
+    assert!(written.len() >= 2, "deposits went to chains {written:?}");
+
+    // Redemptions racing on the writers of one replica: one wins.
+    let race = race_one_code(std::slice::from_ref(&store), &p, 12);
+    assert_eq!(race.won, 1, "refusals: {:?}", race.refused);
+    assert_eq!(f.backdoor().deposit_rows(&race.deposit).redemptions, 1);
+    assert!(f.verified().is_ok());
+}
+
+#[test]
 fn a_replica_whose_connections_the_database_drops_writes_again_at_once() {
     let f = fixture_or_skip!();
     let p = f.parties();

@@ -24,7 +24,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -537,7 +538,12 @@ fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(base / 2 + jitter));
 }
 
-fn writer_loop<W: WriteConn>(mut conn: W, rx: mpsc::Receiver<Box<dyn Rerun>>) {
+fn writer_loop<W: WriteConn>(
+    mut conn: W,
+    rx: mpsc::Receiver<Box<dyn Rerun>>,
+    pending: Arc<AtomicUsize>,
+) {
+    let done = |n: usize| pending.fetch_sub(n, Ordering::Relaxed);
     let mut previous_batch = 0;
     while let Ok(first) = rx.recv() {
         conn.before_batch();
@@ -548,8 +554,10 @@ fn writer_loop<W: WriteConn>(mut conn: W, rx: mpsc::Receiver<Box<dyn Rerun>>) {
         };
         if let Err(err) = begun {
             first.finish(Some(&err))(None);
+            done(1);
             while let Ok(job) = rx.try_recv() {
                 job.finish(Some(&err))(None);
+                done(1);
             }
             continue;
         }
@@ -573,34 +581,68 @@ fn writer_loop<W: WriteConn>(mut conn: W, rx: mpsc::Receiver<Box<dyn Rerun>>) {
         previous_batch = batch.jobs.len();
         batch.finish(&mut conn);
         settle(&mut conn, batch);
+        done(previous_batch);
     }
     conn.close();
 }
 
-/// A store's writer: the queue and the thread that runs it.
-pub struct Writer {
+/// One writer thread and its queue.
+struct Lane {
     jobs: Mutex<Option<mpsc::Sender<Box<dyn Rerun>>>>,
+    /// Jobs queued or running and not yet answered.
+    pending: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A store's writer: one thread per connection, each with its queue and
+/// its audit chain; a job goes to the lane with the fewest jobs not yet answered.
+/// The embedded store has one (its file has one write lock); a replica
+/// over PostgreSQL may have several, whose transactions the database's row
+/// locks order as they order two replicas'.
+pub struct Writer {
+    lanes: Vec<Lane>,
 }
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
+        f.debug_struct("Writer")
+            .field("lanes", &self.lanes.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Writer {
     /// Starts the writer thread `name` over `conn`.
     pub fn start<W: WriteConn>(conn: W, name: &str) -> StoreResult<Writer> {
-        let (tx, rx) = mpsc::channel::<Box<dyn Rerun>>();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StoreError::Unavailable(format!("starting the writer: {e}")))?;
-        Ok(Writer {
-            jobs: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-        })
+        Writer::start_lanes(vec![conn], name)
+    }
+
+    /// Starts a writer thread over each of `conns` (at least one).
+    pub fn start_lanes<W: WriteConn>(conns: Vec<W>, name: &str) -> StoreResult<Writer> {
+        if conns.is_empty() {
+            return Err(StoreError::Invalid("a writer needs a connection".into()));
+        }
+        let mut lanes = Vec::with_capacity(conns.len());
+        for (i, conn) in conns.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel::<Box<dyn Rerun>>();
+            let pending = Arc::new(AtomicUsize::new(0));
+            let counted = pending.clone();
+            let thread_name = if i == 0 {
+                name.to_owned()
+            } else {
+                format!("{name}-{i}")
+            };
+            let thread = std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || writer_loop(conn, rx, counted))
+                .map_err(|e| StoreError::Unavailable(format!("starting the writer: {e}")))?;
+            lanes.push(Lane {
+                jobs: Mutex::new(Some(tx)),
+                pending,
+                thread: Mutex::new(Some(thread)),
+            });
+        }
+        Ok(Writer { lanes })
     }
 
     /// Queues `f` and returns at once: `reply` gets its result once the
@@ -617,15 +659,23 @@ impl Writer {
             clean: false,
             reply,
         });
-        let sender = match self.jobs.lock() {
-            Err(_) => Err(StoreError::Unavailable("writer lock poisoned".into())),
-            Ok(jobs) => jobs
+        let lane = self
+            .lanes
+            .iter()
+            .min_by_key(|l| l.pending.load(Ordering::Relaxed));
+        let sender = match lane.map(|l| (l, l.jobs.lock())) {
+            None => Err(StoreError::Unavailable("store closed".into())),
+            Some((_, Err(_))) => Err(StoreError::Unavailable("writer lock poisoned".into())),
+            Some((lane, Ok(jobs))) => jobs
                 .clone()
+                .map(|s| (lane, s))
                 .ok_or_else(|| StoreError::Unavailable("store closed".into())),
         };
         match sender {
-            Ok(sender) => {
+            Ok((lane, sender)) => {
+                lane.pending.fetch_add(1, Ordering::Relaxed);
                 if let Err(mpsc::SendError(job)) = sender.send(job) {
+                    lane.pending.fetch_sub(1, Ordering::Relaxed);
                     job.finish(Some(&StoreError::Unavailable("writer stopped".into())))(None);
                 }
             }
@@ -644,12 +694,16 @@ impl Writer {
 
     /// Stops the writer after the queued jobs; later jobs are refused.
     pub fn close(&self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
+        for lane in &self.lanes {
+            if let Ok(mut jobs) = lane.jobs.lock() {
+                jobs.take();
+            }
         }
-        if let Ok(mut t) = self.thread.lock() {
-            if let Some(h) = t.take() {
-                let _ = h.join();
+        for lane in &self.lanes {
+            if let Ok(mut t) = lane.thread.lock() {
+                if let Some(h) = t.take() {
+                    let _ = h.join();
+                }
             }
         }
     }

@@ -42,10 +42,11 @@ macro_rules! pg_url_or_skip {
     };
 }
 
-/// Options of the tests' stores.
+/// Options of the tests' stores: one writer, so each store is one chain.
 pub fn options() -> PgOptions {
     PgOptions {
         pool_size: 8,
+        writers: 1,
         statement_timeout: Duration::from_secs(20),
         connect_timeout: Duration::from_secs(10),
         ..PgOptions::default()
