@@ -29,7 +29,7 @@ pub async fn subject_access(
         subject.as_bytes(),
     );
     let c = call(&state, &caller.tenant.id, "subject_access.query");
-    let report = block(&state, move |s| s.subject_access(&c, &index)).await?;
+    let report = block(&state, move |s| s.subject_access(&c, &[index])).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(report))

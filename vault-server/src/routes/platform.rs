@@ -146,6 +146,7 @@ pub async fn create_deposit(
         consent_scopes: d.consent.scopes,
         consent_expires: d.consent.expires_at,
         groups,
+        suite: dzl_crypto::Suite::Intl,
         subject_index,
         subject_ref: subject_ref.clone(),
         records_key: sealed(keys.keyring.wrap_data_key(
