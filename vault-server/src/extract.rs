@@ -154,7 +154,7 @@ async fn body_and_caller(
             "Too many failed authentications from this address; wait for the window to end",
         ));
     }
-    let caller = match authenticate_only(&state, &req, &body, kind).await {
+    let caller = match authenticate_only(&state, &req, &body, kind, metered).await {
         Ok(caller) => caller,
         Err(e) if is_authentication_failure(e.code()) => {
             let tenant = state.loaded().ok().and_then(|l| {
@@ -174,8 +174,8 @@ async fn body_and_caller(
         }
         Err(e) => return Err(e),
     };
-    if metered {
-        admit(&state, &caller).await?;
+    if let Some(Err(secs)) = caller.admitted {
+        return Err(rate_limited(secs));
     }
     Ok((body, caller))
 }
@@ -203,6 +203,13 @@ pub struct Caller {
     pub tenant: Arc<Tenant>,
     /// The keys and tenants it was checked against.
     pub loaded: Arc<Loaded>,
+    /// Whether its rate limit admitted it, when that was asked with the
+    /// nonce.
+    admitted: Option<Result<(), u64>>,
+}
+
+fn rate_limited(secs: u64) -> ApiError {
+    ApiError::rate_limited(secs, "The tenant's request rate limit is exceeded")
 }
 
 /// Keys and tenants, or 503.
@@ -234,16 +241,19 @@ pub async fn admit(state: &AppState, caller: &Caller) -> ApiResult<()> {
         .guards
         .admit(&caller.tenant.id, caller.tenant.rate_limit, now)
         .await?
-        .map_err(|secs| ApiError::rate_limited(secs, "The tenant's request rate limit is exceeded"))
+        .map_err(rate_limited)
 }
 
 /// Checks the request signature (docs/api.md), the client certificate of a
-/// pinned tenant, the nonce, and the tenant's state and kind.
+/// pinned tenant, the nonce, and the tenant's state and kind; with
+/// `metered`, also takes a token of the tenant's rate limit, asked with the
+/// nonce (see [`Caller`]).
 pub async fn authenticate_only(
     state: &AppState,
     req: &HttpRequest,
     body: &[u8],
     kind: TenantKind,
+    metered: bool,
 ) -> ApiResult<Caller> {
     let loaded = ready(state)?;
     let key_id = header(req, HEADER_KEY_ID)?;
@@ -336,7 +346,12 @@ pub async fn authenticate_only(
             ));
         }
     }
-    if !state.guards.nonce_fresh(key_id, nonce, ts, now).await? {
+    let rate = metered.then(|| {
+        let at = state.now().timestamp_millis() as f64 / 1000.0;
+        (&tenant.id, tenant.rate_limit, at)
+    });
+    let (fresh, admitted) = state.guards.check(key_id, nonce, ts, now, rate).await?;
+    if !fresh {
         return Err(ApiError::new(ErrorCode::NonceReplayed));
     }
     if tenant.state == TenantState::Suspended {
@@ -351,7 +366,11 @@ pub async fn authenticate_only(
             format!("Only {} tenants may call this route", kind.as_str()),
         ));
     }
-    Ok(Caller { tenant, loaded })
+    Ok(Caller {
+        tenant,
+        loaded,
+        admitted,
+    })
 }
 
 /// Parses a JSON body strictly: 415 unless `application/json`, 400 for bad

@@ -78,6 +78,34 @@ impl Guards {
     }
 
     /// Records `(key_id, nonce)` of a request signed at `signed` and
+    /// received at `now`; `false` if it was seen within the window. With
+    /// `admit`, also takes a request token from that tenant's bucket (rate
+    /// per second, time in seconds), in the same round trip over
+    /// PostgreSQL: `Err(seconds)` to wait when none is left.
+    pub async fn check(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        signed: i64,
+        now: i64,
+        admit: Option<(&TenantId, u32, f64)>,
+    ) -> Result<(bool, Option<Result<(), u64>>), StoreError> {
+        if let (Guards::Shared { pg, window }, Some((tenant, rate, at))) = (self, admit) {
+            return answered(|reply| {
+                pg.submit_nonce_and_token(key_id, nonce, now, *window, tenant, rate, at, reply)
+            })
+            .await
+            .map(|(fresh, admitted)| (fresh, Some(admitted)));
+        }
+        let fresh = self.nonce_fresh(key_id, nonce, signed, now).await?;
+        let admitted = match admit {
+            Some((tenant, rate, at)) if fresh => Some(self.admit(tenant, rate, at).await?),
+            _ => None,
+        };
+        Ok((fresh, admitted))
+    }
+
+    /// Records `(key_id, nonce)` of a request signed at `signed` and
     /// received at `now`; `false` if it was seen within the window.
     pub async fn nonce_fresh(
         &self,
@@ -133,12 +161,9 @@ impl Guards {
 const SHARDS: usize = 16;
 
 /// What the cache keeps of a nonce: the first 128 bits of SHA-256 over the
-/// key id's length, the key id and the nonce. Keeping the two strings took
-/// 160–200 bytes per nonce held and 0.8–0.9 µs per insert; the digest takes
-/// 35–53 bytes and 0.4 µs (`examples/nonce_memory.rs`, 1 and 3 million
-/// nonces). At 10,000 requests a second the cache holds 6,000,000 nonces
-/// (a 600 s window): about a gigabyte before, a fifth of that now.
-/// Two different nonces share a digest with probability about n²/2¹²⁹ for
+/// key id's length, the key id and the nonce — a fifth of the memory of
+/// keeping the two strings, and half the time per insert
+/// (`examples/nonce_memory.rs`, docs/performance.md). Two different nonces share a digest with probability about n²/2¹²⁹ for
 /// n nonces held, and a shared digest can only refuse a request as a
 /// replay, never admit one.
 type NonceDigest = [u8; 16];

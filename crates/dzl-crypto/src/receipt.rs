@@ -5,10 +5,9 @@
 //! ([`ReceiptAlgorithm`]):
 //!
 //! **Ed25519** (`intl`). Keys are generated and signatures verified with
-//! `ring::signature`. The signing itself is AWS-LC's (`aws_lc_rs`, already
-//! linked for rustls): its fixed-base scalar multiplication is assembly,
-//! and it signs in about two fifths of ring's time on the reference machine
-//! (11.0 against 28.4 µs, docs/performance.md) — one signature per
+//! `ring::signature`. The signing itself is AWS-LC's (`aws_lc_rs`): its
+//! fixed-base scalar multiplication is assembly, and it signs in well under
+//! half of ring's time (docs/performance.md) — one signature per
 //! redemption, the largest single cost of answering one. Ed25519 signatures
 //! are deterministic (RFC 8032 §5.1.6), so the bytes are the same whichever
 //! library makes them. ring parses a key's PKCS#8 document; AWS-LC is given

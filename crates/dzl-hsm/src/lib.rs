@@ -20,7 +20,7 @@
 //! Architecture invariant: this crate and the server's start-up are the
 //! only places that load a PKCS#11 library; `dzl-crypto` stays free of IO.
 //! One module is initialised once per process and shared
-//! ([`module`]); each holder has its own logged-in session behind a mutex.
+//! ([`module`]); each holder keeps its own logged-in session, under a mutex.
 
 pub mod uri;
 

@@ -18,7 +18,7 @@ const TOKEN: &str = "dzl-test";
 /// One SoftHSM2 for the whole test binary: the module reads SOFTHSM2_CONF
 /// once, when it is initialised.
 fn hsm(test: &str) -> Option<&'static SoftHsm> {
-    dzl_hsm::softhsm::shared(&[TOKEN, "dzl-other"], test)
+    dzl_hsm::softhsm::shared(&[TOKEN, "dzl-other", REFUSALS], test)
 }
 
 /// A session with the user logged in on the token labelled `label`.
@@ -43,6 +43,11 @@ fn user_session(hsm: &SoftHsm, label: &str) -> cryptoki::session::Session {
 fn uri(hsm: &SoftHsm, object: &str) -> Pkcs11Uri {
     Pkcs11Uri::parse(&hsm.uri(TOKEN, object)).unwrap()
 }
+
+/// The token only the refusals test logs in to: PKCS#11 keeps one login
+/// per token for the whole process, so a PIN is checked only while no
+/// other session of the process is logged in to it.
+const REFUSALS: &str = "dzl-refusals";
 
 #[test]
 fn the_key_is_created_once_and_found_again() {
@@ -133,28 +138,32 @@ fn keks_are_wrapped_and_unwrapped_inside_the_module() {
     assert_eq!(ring.active_suite(), Suite::Gm);
 }
 
+fn refusals(hsm: &SoftHsm, object: &str) -> Pkcs11Uri {
+    Pkcs11Uri::parse(&hsm.uri(REFUSALS, object)).unwrap()
+}
+
 #[test]
 fn a_wrong_pin_label_or_token_is_refused_with_a_clear_message() {
     let Some(hsm) = hsm("a_wrong_pin_label_or_token_is_refused_with_a_clear_message") else {
         return;
     };
-    Pkcs11Root::open_or_create(&uri(hsm, "refusals")).unwrap();
+    Pkcs11Root::open_or_create(&refusals(hsm, "refusals")).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let wrong_pin = dir.path().join("wrong.pin");
     std::fs::write(&wrong_pin, "11112222\n").unwrap();
-    let mut u = uri(hsm, "refusals");
+    let mut u = refusals(hsm, "refusals");
     u.pin = dzl_hsm::PinSource::File(wrong_pin);
     let err = Pkcs11Root::open(&u).unwrap_err();
     assert!(matches!(err, HsmError::WrongPin(_)), "{err:?}");
     let msg = err.to_string();
-    assert_eq!(msg, "the PKCS#11 token \"dzl-test\" refused the PIN");
+    assert_eq!(msg, "the PKCS#11 token \"dzl-refusals\" refused the PIN");
     assert!(!msg.contains("11112222") && !msg.contains(TEST_PIN));
 
-    let err = Pkcs11Root::open(&uri(hsm, "no-such-key")).unwrap_err();
+    let err = Pkcs11Root::open(&refusals(hsm, "no-such-key")).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no secret key labelled \"no-such-key\" in the PKCS#11 token \"dzl-test\""
+        "no secret key labelled \"no-such-key\" in the PKCS#11 token \"dzl-refusals\""
     );
 
     let other_token = Pkcs11Uri::parse(&hsm.uri("no-such-token", "refusals")).unwrap();
@@ -163,7 +172,7 @@ fn a_wrong_pin_label_or_token_is_refused_with_a_clear_message() {
         "no PKCS#11 token \"no-such-token\" in the module (is the token initialised?)"
     );
 
-    let mut u = uri(hsm, "refusals");
+    let mut u = refusals(hsm, "refusals");
     u.module_path = dir.path().join("libnothing.so");
     let err = Pkcs11Root::open(&u).unwrap_err().to_string();
     assert!(

@@ -232,7 +232,7 @@ impl Report {
                     .unwrap_or_default()
             ));
         }
-        out.push_str("\ntargets (issue 5, per run):\n");
+        out.push_str("\ntargets (per run):\n");
         for v in self.verdicts() {
             out.push_str(&format!(
                 "  {:<40} {:<12} {:<12} {}\n",

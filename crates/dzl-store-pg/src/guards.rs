@@ -40,6 +40,10 @@ const MAX_BATCH: usize = 1024;
 /// What a guard request is answered with.
 type Answer<T> = Box<dyn FnOnce(StoreResult<T>) + Send>;
 
+/// Whether a nonce is fresh, and whether the tenant's bucket had a token
+/// (or the seconds to wait).
+pub type Admission = (bool, Result<(), u64>);
+
 enum Request {
     Nonce {
         key_id: String,
@@ -138,6 +142,54 @@ impl PgGuards {
             now,
             reply,
         })
+    }
+
+    /// [`PgGuards::submit_nonce`] and [`PgGuards::submit_token`] as one
+    /// request, answered together: what a signed request needs before it
+    /// is served, in one round trip.
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_nonce_and_token(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        now: i64,
+        window: i64,
+        tenant: &TenantId,
+        rate: u32,
+        at: f64,
+        reply: Answer<Admission>,
+    ) {
+        type Halves = (
+            Option<StoreResult<bool>>,
+            Option<StoreResult<Result<(), u64>>>,
+        );
+        type Joined = Mutex<(Halves, Option<Answer<Admission>>)>;
+        let joined: Arc<Joined> = Arc::new(Mutex::new(((None, None), Some(reply))));
+        // Answers once both halves are in.
+        fn settle(joined: &Joined, fill: impl FnOnce(&mut Halves)) {
+            let Ok(mut j) = joined.lock() else { return };
+            fill(&mut j.0);
+            if let ((Some(_), Some(_)), Some(_)) = (&j.0, &j.1) {
+                let (halves, reply) = (std::mem::take(&mut j.0), j.1.take());
+                if let ((Some(n), Some(t)), Some(reply)) = (halves, reply) {
+                    reply(n.and_then(|fresh| t.map(|admitted| (fresh, admitted))));
+                }
+            }
+        }
+        let (n, t) = (joined.clone(), joined);
+        self.submit_nonce(
+            key_id,
+            nonce,
+            now,
+            window,
+            Box::new(move |out| settle(&n, |h| h.0 = Some(out))),
+        );
+        self.submit_token(
+            tenant,
+            rate,
+            at,
+            Box::new(move |out| settle(&t, |h| h.1 = Some(out))),
+        );
     }
 
     /// [`PgGuards::submit_nonce`], waiting for the answer.

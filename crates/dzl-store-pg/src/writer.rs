@@ -71,7 +71,7 @@ impl PgWriter {
     }
 }
 
-/// Takes the advisory lock of `chain` for this session; whether it did.
+/// Takes the advisory lock of `chain` for the connection's session; whether it did.
 fn try_lock(conn: &mut PgConn<Box<Client>>, chain: ChainId) -> StoreResult<bool> {
     let key = i32::try_from(chain)
         .map_err(|_| StoreError::Corrupt(format!("audit chain {chain} out of range")))?;

@@ -97,6 +97,7 @@ pub const FIELDS: &[&str] = &[
     "state",
     "status",
     "subject_ref",
+    "suite",
     "tags",
     "title",
     "ttl_seconds",

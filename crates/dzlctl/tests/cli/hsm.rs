@@ -19,6 +19,11 @@ fn hsm(test: &str) -> Option<&'static SoftHsm> {
     dzl_hsm::softhsm::shared(&["dzl-cli", "dzl-cli-pin", "dzl-cli-a", "dzl-cli-b"], test)
 }
 
+/// These tests run one at a time: SoftHSM2's file store is one directory
+/// for every token, and two processes opening it at once (a test's dzlctl
+/// beside another test's) fail now and then with CKR_GENERAL_ERROR.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// dzlctl on the vault's data dir with the root key in the module at `uri`
 /// (no key file).
 fn with_pkcs11(v: &Vault, hsm: &SoftHsm, uri: &str) -> Command {
@@ -37,6 +42,7 @@ fn json(mut cmd: Command, args: &[&str]) -> (i32, Value, String) {
 
 #[actix_web::test]
 async fn a_vault_made_with_its_root_key_in_the_module_serves_from_it() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let Some(hsm) = hsm("a_vault_made_with_its_root_key_in_the_module_serves_from_it") else {
         return;
     };
@@ -109,6 +115,7 @@ fn v_tenant(doc: &Value) -> crate::helpers::Tenant {
 
 #[test]
 fn a_wrong_pin_or_label_is_refused_with_a_clear_message() {
+    let _alone = ONE_AT_A_TIME.blocking_lock();
     let Some(hsm) = hsm("a_wrong_pin_or_label_is_refused_with_a_clear_message") else {
         return;
     };
@@ -159,6 +166,7 @@ fn a_wrong_pin_or_label_is_refused_with_a_clear_message() {
 /// key opens the vault, and what was deposited before still redeems.
 #[actix_web::test]
 async fn root_rekey_moves_between_a_key_file_and_the_module() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let Some(hsm) = hsm("root_rekey_moves_between_a_key_file_and_the_module") else {
         return;
     };
