@@ -726,6 +726,27 @@ pub struct RewrapReport {
 /// How many failures a [`RewrapReport`] lists.
 pub const MAX_REPORTED_FAILURES: usize = 10;
 
+/// Refuses to move anything onto `active` unless it is still the active
+/// version among `keks` (another rotation may have run); with `wait`,
+/// first waits [`rules::rewrap_wait`] after its rotation, so running
+/// servers have loaded it.
+fn still_active(keks: &[crate::KekRow], active: u32, wait: bool) -> AdminResult<()> {
+    let row = keks
+        .iter()
+        .find(|k| k.version == active)
+        .ok_or_else(|| StoreError::Invalid(format!("key version {active} is not in the store")))?;
+    if row.state != KekState::Active {
+        return Err(StoreError::Invalid(format!(
+            "key version {active} is no longer active (another rotation ran): run the command again"
+        ))
+        .into());
+    }
+    if wait {
+        std::thread::sleep(rules::rewrap_wait(row.created_at, Utc::now()));
+    }
+    Ok(())
+}
+
 /// Passes over the old versions before `rewrap` stops looking for keys
 /// written meanwhile under an old version.
 const MAX_REWRAP_PASSES: usize = 5;
@@ -745,19 +766,7 @@ pub fn rewrap(
     let active = keyring.active_version();
     let batch_size = opts.batch_size.max(1);
     let keks = store.keks()?;
-    let active_row = keks
-        .iter()
-        .find(|k| k.version == active)
-        .ok_or_else(|| StoreError::Invalid(format!("key version {active} is not in the store")))?;
-    if active_row.state != KekState::Active {
-        return Err(StoreError::Invalid(format!(
-            "key version {active} is no longer active (another rotation ran): run the command again"
-        ))
-        .into());
-    }
-    if opts.wait_for_servers {
-        std::thread::sleep(rules::rewrap_wait(active_row.created_at, Utc::now()));
-    }
+    still_active(&keks, active, opts.wait_for_servers)?;
     let old_versions = |keks: &[crate::KekRow]| -> Vec<(u32, u64)> {
         keks.iter()
             .filter(|k| k.version != active && k.state != KekState::Retired)
@@ -981,15 +990,6 @@ pub struct ResealOptions {
 /// milliseconds.
 pub const DEFAULT_RESEAL_BATCH: usize = 500;
 
-impl Default for ResealOptions {
-    fn default() -> Self {
-        ResealOptions {
-            batch_size: DEFAULT_RESEAL_BATCH,
-            wait_for_servers: true,
-        }
-    }
-}
-
 /// A deposit that could not be resealed (it stays as it was, and opens as
 /// before).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1056,20 +1056,7 @@ pub fn reseal(
     let keyring = &keys.keyring;
     let (active, suite) = (keyring.active_version(), keys.suite());
     let batch_size = opts.batch_size.max(1);
-    let active_row = store
-        .keks()?
-        .into_iter()
-        .find(|k| k.version == active)
-        .ok_or_else(|| StoreError::Invalid(format!("key version {active} is not in the store")))?;
-    if active_row.state != KekState::Active {
-        return Err(StoreError::Invalid(format!(
-            "key version {active} is no longer active (another rotation ran): run the command again"
-        ))
-        .into());
-    }
-    if opts.wait_for_servers {
-        std::thread::sleep(rules::rewrap_wait(active_row.created_at, Utc::now()));
-    }
+    still_active(&store.keks()?, active, opts.wait_for_servers)?;
     let mut report = ResealReport {
         suite: Some(suite),
         deposits_found: other_suites(store, suite)?,

@@ -60,6 +60,32 @@ fn reseal(store: &dyn Store, p: &Parties, batch_size: usize) -> ResealReport {
     .unwrap()
 }
 
+/// An `intl` vault with `n` deposits (`{prefix}-{i}`, two codes each: one
+/// for applicant and risk, one for device), then rotated to `gm`; the
+/// parties hold the `gm` keyring.
+fn moved_to_gm<F: Factory>(
+    factory: F,
+    n: usize,
+    prefix: &str,
+) -> (Fixture<F>, Parties, Vec<Deposited>) {
+    let f = Fixture::new(factory);
+    let mut p = f.parties();
+    let ds = (0..n)
+        .map(|i| {
+            deposit(
+                &f.store,
+                &p,
+                &format!("{prefix}-{i}"),
+                &["applicant,risk", "device"],
+            )
+            .unwrap()
+        })
+        .collect();
+    admin::rotate_keys_to(&f.store, &f.root, "cli:test", Suite::Gm).unwrap();
+    p.keys = f.keys();
+    (f, p, ds)
+}
+
 /// A vault made `gm`: its KEK, data keys, groups and secrets are SM4-GCM,
 /// it signs receipts with SM2, and every audit entry is chained with SM3.
 pub fn a_gm_vault_seals_and_chains_in_gm<F: Factory>(factory: F) {
@@ -183,20 +209,8 @@ pub fn a_vault_rotated_to_the_other_suite_follows_it_at_once<F: Factory>(factory
 /// erased one keeps its old filing, every secret moves, the `intl`
 /// version retires, and a second run finds nothing to do.
 pub fn a_reseal_moves_every_deposit_and_the_old_suite_retires<F: Factory>(factory: F) {
-    let f = Fixture::new(factory);
-    let mut p = f.parties();
-    let intl_index = subject_index(&p);
-    let ds: Vec<Deposited> = (0..7)
-        .map(|i| {
-            deposit(
-                &f.store,
-                &p,
-                &format!("R-{i}"),
-                &["applicant,risk", "device"],
-            )
-            .unwrap()
-        })
-        .collect();
+    let (f, mut p, ds) = moved_to_gm(factory, 7, "R");
+    let intl_index = ds[0].subject_index.clone();
     assert_eq!(
         redeem_open(&f.store, &p, &ds[0].codes[0]),
         applicant_and_risk()
@@ -204,8 +218,6 @@ pub fn a_reseal_moves_every_deposit_and_the_old_suite_retires<F: Factory>(factor
     f.store
         .erase_deposit(&now_call(&p.platform.tenant_id, "deposit.erase"), &ds[1].id)
         .unwrap();
-    admin::rotate_keys_to(&f.store, &f.root, "cli:test", Suite::Gm).unwrap();
-    p.keys = f.keys();
     let made_gm = deposit(&f.store, &p, "GM-1", &["risk"]).unwrap();
     assert_eq!(suites(&f.store), [(Suite::Intl, 6), (Suite::Gm, 1)]);
 
@@ -288,21 +300,7 @@ pub fn a_reseal_moves_every_deposit_and_the_old_suite_retires<F: Factory>(factor
 /// is; one whose code was redeemed meanwhile is resealed; a reseal into a
 /// suite that is not the vault's is refused.
 pub fn a_reseal_leaves_alone_a_deposit_changed_since_it_was_read<F: Factory>(factory: F) {
-    let f = Fixture::new(factory);
-    let mut p = f.parties();
-    let ds: Vec<Deposited> = (0..3)
-        .map(|i| {
-            deposit(
-                &f.store,
-                &p,
-                &format!("M-{i}"),
-                &["applicant,risk", "device"],
-            )
-            .unwrap()
-        })
-        .collect();
-    admin::rotate_keys_to(&f.store, &f.root, "cli:test", Suite::Gm).unwrap();
-    p.keys = f.keys();
+    let (f, p, ds) = moved_to_gm(factory, 3, "M");
     let read = f.store.deposits_to_reseal(Suite::Gm, None, 10).unwrap();
     assert_eq!(read.len(), 3);
     let rng = SystemRandom::new();
@@ -392,21 +390,7 @@ pub fn a_reseal_leaves_alone_a_deposit_changed_since_it_was_read<F: Factory>(fac
 /// succeeds with the deposited groups, every erasure stands, every active
 /// deposit ends sealed in `gm`, and the trail verifies.
 pub fn a_reseal_runs_while_another_store_redeems_and_erases<F: Factory>(factory: F) {
-    let f = Fixture::new(factory);
-    let mut p = f.parties();
-    let ds: Vec<Deposited> = (0..24)
-        .map(|i| {
-            deposit(
-                &f.store,
-                &p,
-                &format!("C-{i}"),
-                &["applicant,risk", "device"],
-            )
-            .unwrap()
-        })
-        .collect();
-    admin::rotate_keys_to(&f.store, &f.root, "cli:test", Suite::Gm).unwrap();
-    p.keys = f.keys();
+    let (f, p, ds) = moved_to_gm(factory, 24, "C");
     let server = f.open();
     let erased = |i: usize| i % 4 == 3;
     let report = std::thread::scope(|s| {
