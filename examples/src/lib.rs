@@ -9,6 +9,8 @@
 //!   deposits, a funder redeems, verifies the receipt and reports an
 //!   outcome, the platform reads the code's status.
 //! * `end_to_end` — starts a [`Sandbox`] and runs the same flow; exits 0.
+//!   `end_to_end --suite gm` does it with a `gm` (国密) vault: SM4-GCM
+//!   storage, HMAC-SM3 request signatures, SM2 receipts.
 #![warn(missing_docs)]
 
 use std::sync::mpsc;
@@ -18,7 +20,8 @@ use anyhow::Context as _;
 use dzl_sdk::chrono::{Duration, Utc};
 use dzl_sdk::types::{CodeState, CodeStatus, Decision, Group, IdType, Outcome, Purpose, ScopeSet};
 use dzl_sdk::{
-    ApplicantBuilder, ConsentBuilder, Deposit, DeviceBuilder, RiskBuilder, Signer, VerifiedReceipt,
+    ApplicantBuilder, ConsentBuilder, Deposit, DeviceBuilder, RiskBuilder, Signer, Suite,
+    VerifiedReceipt,
 };
 use dzl_store::admin::{self, NewTenant};
 use dzl_store::{SqliteStore, TenantKind};
@@ -85,14 +88,20 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Initialises a store (new root key, keyring), adds the three tenants
-    /// and starts serving.
+    /// Initialises an `intl` vault (new root key, keyring), adds the three
+    /// tenants and starts serving.
     pub fn start() -> anyhow::Result<Sandbox> {
+        Self::start_as(Suite::Intl)
+    }
+
+    /// [`Sandbox::start`] with a vault of `suite`, as `dzlctl init --suite`
+    /// makes it.
+    pub fn start_as(suite: Suite) -> anyhow::Result<Sandbox> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let root = dzl_crypto::RootKey::generate(&dzl_crypto::SystemRandom::new())
             .map_err(|e| anyhow::anyhow!("generating a root key: {e}"))?;
         let store = SqliteStore::open(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        admin::init(&store, &root, "sandbox")?;
+        admin::init_as(&store, &root, "sandbox", suite)?;
         let keys = admin::load_keys(&store, &root)?;
         let add = |kind, name: &str| -> anyhow::Result<Credentials> {
             let c =
@@ -230,6 +239,10 @@ pub async fn run_flow(
     let vault = dzl_sdk::Vault::builder(url)
         .timeout(std::time::Duration::from_secs(10))
         .build()?;
+    // Learned from the vault (GET /v1/receipt-keys): requests are signed
+    // with its suite's HMAC, whatever the signers were made for.
+    let suite = vault.suite().await.context("the vault's suite")?;
+    println!("vault: cipher suite {suite}");
     let platform = vault.platform(platform);
     let funder = vault.funder(funder);
 

@@ -2,11 +2,18 @@
 //!
 //! The trail is a set of chains, one per writer, numbered from 1. Every
 //! entry commits to the previous one of its chain: `hash =
-//! SHA-256("dzl/audit/v1\n" || prev_hash || "\n" || body)`, where `body` is
-//! the entry's fields as JSON in a fixed order. The first entry's
+//! H("dzl/audit/v1\n" || prev_hash || "\n" || body)`, where `body` is the
+//! entry's fields as JSON in a fixed order and `H` the entry's own
+//! [`ChainHash`]: SHA-256, or SM3 for entries written while the vault's
+//! suite is `gm` (such an entry says `"alg":"sm3"`, in its body too). An
+//! entry that names no hash is SHA-256, so chains written before there
+//! were two verify unchanged, and a chain may change hash from one entry
+//! to the next when its vault changes suite. The first entry's
 //! `prev_hash` is its chain's [`genesis`]: 64 zeros for chain 1, a hash of
 //! the chain's number for the others, so an entry cannot be moved from one
-//! chain to another. Editing, deleting or reordering any entry breaks
+//! chain to another (the genesis is a fixed label's SHA-256 in every
+//! suite: a public constant, not a digest of anything recorded). Editing,
+//! deleting or reordering any entry breaks
 //! every link after it; [`verify_chain`] finds the first break. The store
 //! also keeps each chain's head (last seq and hash) beside the entries, so
 //! a truncated tail shows, and announces every chain but the first in
@@ -37,6 +44,51 @@ pub fn empty_head(chain: i64) -> Head {
     Head {
         seq: 0,
         hash: genesis(chain),
+    }
+}
+
+/// The hash an entry is chained with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainHash {
+    /// SHA-256: entries of an `intl` vault, and every entry that names no
+    /// hash.
+    #[default]
+    Sha256,
+    /// SM3 (GB/T 32905): entries written while the vault's suite is `gm`.
+    Sm3,
+}
+
+impl ChainHash {
+    /// The name an entry carries (`sha256` is never written: it is the
+    /// default).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChainHash::Sha256 => "sha256",
+            ChainHash::Sm3 => "sm3",
+        }
+    }
+
+    /// Whether this is the hash of an entry that names none.
+    pub fn is_sha256(&self) -> bool {
+        *self == ChainHash::Sha256
+    }
+
+    /// What a store keeps: nothing for SHA-256, `sm3` for SM3.
+    pub const fn stored(self) -> Option<&'static str> {
+        match self {
+            ChainHash::Sha256 => None,
+            ChainHash::Sm3 => Some("sm3"),
+        }
+    }
+
+    /// Reads what [`ChainHash::stored`] kept; `None` for anything else.
+    pub fn from_stored(stored: Option<&str>) -> Option<ChainHash> {
+        match stored {
+            None => Some(ChainHash::Sha256),
+            Some("sm3") => Some(ChainHash::Sm3),
+            Some(_) => None,
+        }
     }
 }
 
@@ -75,6 +127,9 @@ pub struct AuditEntry {
     pub chain: i64,
     /// Position in the chain, from 1, without gaps.
     pub seq: i64,
+    /// The hash it is chained with; absent for SHA-256.
+    #[serde(default, skip_serializing_if = "ChainHash::is_sha256")]
+    pub alg: ChainHash,
     /// The content.
     #[serde(flatten)]
     pub record: AuditRecord,
@@ -88,32 +143,72 @@ fn root_chain() -> i64 {
     1
 }
 
-/// The hash of an entry with `seq` and `record` after `prev_hash`.
+/// The SHA-256 hash of an entry with `seq` and `record` after `prev_hash`.
 pub fn entry_hash(seq: i64, record: &AuditRecord, prev_hash: &str) -> String {
+    entry_hash_with(ChainHash::Sha256, seq, record, prev_hash)
+}
+
+/// The `alg` hash of an entry with `seq` and `record` after `prev_hash`.
+/// An SM3 entry's body names its hash (`"alg":"sm3"` after `seq`); a
+/// SHA-256 entry's body is as it always was.
+pub fn entry_hash_with(alg: ChainHash, seq: i64, record: &AuditRecord, prev_hash: &str) -> String {
     #[derive(Serialize)]
     struct Body<'a> {
         seq: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        alg: Option<&'static str>,
         #[serde(flatten)]
         record: &'a AuditRecord,
     }
     // Serialising a plain struct of strings cannot fail; fall back to an empty
     // body rather than panic, which would then fail verification loudly.
-    let body = serde_json::to_vec(&Body { seq, record }).unwrap_or_default();
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"dzl/audit/v1\n");
-    ctx.update(prev_hash.as_bytes());
-    ctx.update(b"\n");
-    ctx.update(&body);
-    hex::encode(ctx.finish().as_ref())
+    let body = serde_json::to_vec(&Body {
+        seq,
+        alg: alg.stored(),
+        record,
+    })
+    .unwrap_or_default();
+    let parts: [&[u8]; 4] = [b"dzl/audit/v1\n", prev_hash.as_bytes(), b"\n", &body];
+    match alg {
+        ChainHash::Sha256 => {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            for p in parts {
+                ctx.update(p);
+            }
+            hex::encode(ctx.finish().as_ref())
+        }
+        ChainHash::Sm3 => {
+            use sm3::Digest as _;
+            let mut h = sm3::Sm3::new();
+            for p in parts {
+                h.update(p);
+            }
+            hex::encode(h.finalize())
+        }
+    }
 }
 
-/// Chains `record` after the entry `(prev_seq, prev_hash)` of `chain`.
+/// Chains `record` after the entry `(prev_seq, prev_hash)` of `chain`,
+/// with SHA-256.
 pub fn chain(chain: i64, prev_seq: i64, prev_hash: &str, record: AuditRecord) -> AuditEntry {
+    chain_with(ChainHash::Sha256, chain, prev_seq, prev_hash, record)
+}
+
+/// Chains `record` after the entry `(prev_seq, prev_hash)` of `chain`,
+/// with `alg`.
+pub fn chain_with(
+    alg: ChainHash,
+    chain: i64,
+    prev_seq: i64,
+    prev_hash: &str,
+    record: AuditRecord,
+) -> AuditEntry {
     let seq = prev_seq + 1;
-    let hash = entry_hash(seq, &record, prev_hash);
+    let hash = entry_hash_with(alg, seq, &record, prev_hash);
     AuditEntry {
         chain,
         seq,
+        alg,
         record,
         prev_hash: prev_hash.to_owned(),
         hash,
@@ -229,7 +324,7 @@ pub struct Head {
 }
 
 /// Walks `entries` of `chain` (in seq order, from the first) and checks
-/// every link and hash, then that the chain ends at `head`. Returns the
+/// every link and hash (each with the entry's own [`ChainHash`]), then that the chain ends at `head`. Returns the
 /// number of entries. `progress` is called with each verified seq.
 pub fn verify_chain<E: std::fmt::Display>(
     chain: i64,
@@ -260,7 +355,7 @@ pub fn verify_chain<E: std::fmt::Display>(
         if entry.prev_hash != prev_hash {
             return Err(ChainError::BrokenLink { seq: entry.seq });
         }
-        if entry_hash(entry.seq, &entry.record, &entry.prev_hash) != entry.hash {
+        if entry_hash_with(entry.alg, entry.seq, &entry.record, &entry.prev_hash) != entry.hash {
             return Err(ChainError::Altered { seq: entry.seq });
         }
         prev_seq = entry.seq;
@@ -394,5 +489,71 @@ mod tests {
             ),
             Err(ChainError::BrokenLink { seq: 1 })
         );
+    }
+
+    /// Computed independently: Python's `hashlib.new("sm3")` over
+    /// `dzl/audit/v1\n`, 64 zeros, `\n` and the body
+    /// `{"seq":1,"alg":"sm3","at":…,"detail":null}`.
+    #[test]
+    fn an_sm3_entry_hashes_its_body_with_its_name_known_answer() {
+        let e = chain_with(ChainHash::Sm3, 1, 0, GENESIS, record("a"));
+        assert_eq!(
+            e.hash,
+            "57ef39c92c1a23921baf28136092e239f6d64339ef47910523f80a43328ae113"
+        );
+        assert_ne!(e.hash, chain(1, 0, GENESIS, record("a")).hash);
+    }
+
+    #[test]
+    fn a_chain_that_changes_hash_verifies_and_an_altered_alg_is_found() {
+        let algs = [
+            ChainHash::Sha256,
+            ChainHash::Sha256,
+            ChainHash::Sm3,
+            ChainHash::Sm3,
+            ChainHash::Sha256,
+        ];
+        let mut entries: Vec<AuditEntry> = Vec::new();
+        for (i, alg) in algs.iter().enumerate() {
+            let (s, h) = entries
+                .last()
+                .map(|e| (e.seq, e.hash.clone()))
+                .unwrap_or((0, GENESIS.to_owned()));
+            entries.push(chain_with(*alg, 1, s, &h, record(&format!("op{i}"))));
+        }
+        let last = entries.last().unwrap();
+        let head = Head {
+            seq: last.seq,
+            hash: last.hash.clone(),
+        };
+        assert_eq!(check(entries.clone(), &head), Ok(5));
+
+        let mut downgraded = entries.clone();
+        downgraded[2].alg = ChainHash::Sha256;
+        assert_eq!(
+            check(downgraded, &head),
+            Err(ChainError::Altered { seq: 3 })
+        );
+        let mut upgraded = entries.clone();
+        upgraded[0].alg = ChainHash::Sm3;
+        assert_eq!(check(upgraded, &head), Err(ChainError::Altered { seq: 1 }));
+    }
+
+    #[test]
+    fn only_an_sm3_entry_names_its_hash_when_exported() {
+        let sha = chain(1, 0, GENESIS, record("a"));
+        let sm3 = chain_with(ChainHash::Sm3, 1, 0, GENESIS, record("a"));
+        let sha_json = serde_json::to_value(&sha).unwrap();
+        let sm3_json = serde_json::to_value(&sm3).unwrap();
+        assert!(sha_json.get("alg").is_none(), "{sha_json}");
+        assert_eq!(sm3_json["alg"], "sm3");
+        let back: AuditEntry = serde_json::from_value(sm3_json).unwrap();
+        assert_eq!(back, sm3);
+        let back: AuditEntry = serde_json::from_value(sha_json).unwrap();
+        assert_eq!(back.alg, ChainHash::Sha256);
+        for alg in [ChainHash::Sha256, ChainHash::Sm3] {
+            assert_eq!(ChainHash::from_stored(alg.stored()), Some(alg));
+        }
+        assert_eq!(ChainHash::from_stored(Some("md5")), None);
     }
 }

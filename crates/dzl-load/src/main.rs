@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! dzl-load --spawn --baseline --connections 64 --duration 10s
+//! dzl-load --spawn --suite gm --connections 64 --duration 10s            # a 国密 vault
 //! dzl-load --url http://127.0.0.1:8080 --connections 64 --duration 10s   # with DZL_* credentials
 //! ```
 //!
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use dzl_crypto::Suite;
 use dzl_sdk::Signer;
 use serde_json::json;
 
@@ -64,6 +66,11 @@ struct Cli {
     /// With --spawn: the directory to make the store's temporary directory in.
     #[arg(long, value_name = "DIR", requires = "spawn")]
     spawn_dir: Option<PathBuf>,
+    /// The vault's cipher suite, intl or gm: with --spawn, the suite the
+    /// vault is made with; without, the one the target vault has (requests
+    /// are signed with its HMAC).
+    #[arg(long, default_value = "intl", value_parser = parse_suite)]
+    suite: Suite,
     /// Also drive an in-process actix-web JSON echo server with the same
     /// body size, and print each operation's throughput over that ceiling.
     #[arg(long)]
@@ -114,6 +121,11 @@ struct Cli {
     /// The funder's signing secret.
     #[arg(long, env = "DZL_FUNDER_SECRET", hide_env_values = true)]
     funder_secret: Option<String>,
+}
+
+/// `intl` or `gm`.
+fn parse_suite(s: &str) -> Result<Suite, String> {
+    s.parse().map_err(|_| format!("{s:?}: expected intl or gm"))
 }
 
 /// `10s`, `1500ms`, `2m`, `1h` or plain seconds.
@@ -195,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if !cli.url.is_empty() {
             eprintln!("dzl-load: --spawn given; ignoring --url / DZL_URL");
         }
-        let v = spawn::spawn_vault(cli.spawn_dir.as_deref(), workers)?;
+        let v = spawn::spawn_vault(cli.spawn_dir.as_deref(), workers, cli.suite)?;
         (vec![v.target.clone()], v.credentials.clone(), Some(v))
     } else {
         anyhow::ensure!(
@@ -232,7 +244,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "--funder-secret",
                     "DZL_FUNDER_SECRET",
                 )?,
-            ),
+            )
+            .for_suite(cli.suite),
+        };
+        let creds = Credentials {
+            platform: creds.platform.for_suite(cli.suite),
+            ..creds
         };
         (target, creds, None)
     };
@@ -246,6 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = json!({
         "target": if spawned.is_some() { format!("spawned vault on {}", target[0].addr) } else { target.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>().join(",") },
         "store_dir": spawned.as_ref().map(|v| v.dir.path().display().to_string()),
+        "suite": cli.suite.as_str(),
         "server_workers": if spawned.is_some() || cli.baseline { Some(workers) } else { None },
         "client_threads": client_threads,
         "connections": connections,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use dzl_crypto::RootKey;
+use dzl_crypto::{RootKey, Suite};
 use dzl_sdk::Signer;
 use dzl_store::admin::{self, NewTenant};
 use dzl_store::{SqliteStore, TenantKind};
@@ -41,12 +41,17 @@ pub struct SpawnedVault {
     pub dir: tempfile::TempDir,
 }
 
-/// Initialises a store in a new temporary directory under `parent` (the
-/// system temp dir when `None`), adds a platform and a funder, and serves it
-/// on 127.0.0.1:0 with `workers` actix workers. Everything else is the
-/// server's default settings: durability, audit chain, signatures, nonces,
-/// rate limits and metrics all on.
-pub fn spawn_vault(parent: Option<&Path>, workers: usize) -> anyhow::Result<SpawnedVault> {
+/// Initialises a vault of `suite` in a new temporary directory under
+/// `parent` (the system temp dir when `None`), adds a platform and a funder
+/// (signing with the suite's HMAC), and serves it on 127.0.0.1:0 with
+/// `workers` actix workers. Everything else is the server's default
+/// settings: durability, audit chain, signatures, nonces, rate limits and
+/// metrics all on.
+pub fn spawn_vault(
+    parent: Option<&Path>,
+    workers: usize,
+    suite: Suite,
+) -> anyhow::Result<SpawnedVault> {
     let dir = match parent {
         Some(p) => tempfile::Builder::new().prefix("dzl-load-").tempdir_in(p)?,
         None => tempfile::Builder::new().prefix("dzl-load-").tempdir()?,
@@ -54,7 +59,7 @@ pub fn spawn_vault(parent: Option<&Path>, workers: usize) -> anyhow::Result<Spaw
     let root = RootKey::generate(&dzl_crypto::SystemRandom::new())
         .map_err(|e| anyhow::anyhow!("root key: {e}"))?;
     let store = SqliteStore::open(dir.path()).map_err(|e| anyhow::anyhow!("store: {e}"))?;
-    admin::init(&store, &root, "dzl-load")?;
+    admin::init_as(&store, &root, "dzl-load", suite)?;
     let keys = admin::load_keys(&store, &root)?;
     let add = |kind, name: &str| {
         admin::add_tenant(
@@ -71,9 +76,9 @@ pub fn spawn_vault(parent: Option<&Path>, workers: usize) -> anyhow::Result<Spaw
     let funder = add(TenantKind::Funder, "Load Bank")?;
     store.close();
     let credentials = Credentials {
-        platform: Signer::new(platform.key_id.clone(), platform.secret.as_str()),
+        platform: Signer::new(platform.key_id.clone(), platform.secret.as_str()).for_suite(suite),
         funder_id: funder.tenant_id.to_string(),
-        funder: Signer::new(funder.key_id.clone(), funder.secret.as_str()),
+        funder: Signer::new(funder.key_id.clone(), funder.secret.as_str()).for_suite(suite),
     };
 
     let mut settings = Settings::default();

@@ -87,6 +87,46 @@ fn spawned_run_deposits_and_redeems_everything_it_deposited() {
     assert!(v["targets"].as_array().unwrap().len() >= 6);
 }
 
+/// `--suite gm` spawns a gm vault and signs for it: every deposit and
+/// redemption is answered as it would be by an intl one.
+#[test]
+fn a_spawned_gm_vault_deposits_and_redeems() {
+    let out = dzl_load()
+        .args([
+            "--spawn",
+            "--suite",
+            "gm",
+            "--json",
+            "--connections",
+            "2",
+            "--duration",
+            "1s",
+            "--workers",
+            "1",
+            "--client-threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dzl-load failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["config"]["suite"], "gm");
+    let dep = &v["deposit"];
+    assert!(dep["ok"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(dep["requests"], dep["ok"], "{v:#}");
+    let red = &v["redemption"];
+    assert!(red["ok"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(red["requests"], red["ok"], "{v:#}");
+
+    let bad = dzl_load()
+        .args(["--spawn", "--suite", "sm"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected intl or gm"));
+}
+
 #[test]
 fn refuses_targets_off_loopback_before_sending() {
     for url in [

@@ -7,21 +7,23 @@
 //! Usage counters carry the writer's chain in their key, so no two
 //! writers ever update the same counter row.
 
+mod reseal;
+
 use std::collections::HashMap;
 use std::ops::DerefMut;
 
 use chrono::{DateTime, TimeZone, Utc};
-use dzl_audit::{AuditEntry, AuditRecord, Head};
+use dzl_audit::{AuditEntry, AuditRecord, ChainHash, Head};
 use dzl_store::rules::StoredCodeState;
 use dzl_store::tx::{
-    ChainId, ChainRow, CodeInsert, CodeRow, DepositInsert, DepositRow, DepositState, FailureWindow,
-    Lock, RedemptionRow, Release, StoredOutcome, Tx, UsageKey,
+    ChainId, ChainRow, ChainTip, CodeInsert, CodeRow, DepositInsert, DepositRow, DepositState,
+    FailureWindow, Lock, RedemptionRow, Release, StoredOutcome, Tx, UsageKey,
 };
 use dzl_store::{
-    AuditQuery, CertPin, DataKeyKind, KekRow, KekState, KekVersion, KeyUsage, PreviousSecret,
-    PurgeCounts, PurgePlan, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef,
-    StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery,
-    UsageRow,
+    AuditQuery, CertPin, DataKeyKind, DepositSeal, Filing, KekRow, KekState, KekVersion, KeyUsage,
+    PreviousSecret, PurgeCounts, PurgePlan, ResealedDeposit, RewrappedDataKey, RewrappedSecret,
+    Sealed, SealedDeposit, SealedSecret, SecretRef, StoreError, StoreResult, StoredDataKey, Suite,
+    TenantKind, TenantRow, TenantState, UsageQuery, UsageRow,
 };
 use dzl_types::wire::Decision;
 use dzl_types::{CodeId, DepositId, Group, Purpose, RedemptionId, ScopeSet, TenantId};
@@ -118,6 +120,10 @@ fn limit_of(limit: usize) -> i64 {
 
 fn scopes(s: &str) -> StoreResult<ScopeSet> {
     ScopeSet::parse_list(s).map_err(|_| corrupt("scope set"))
+}
+
+fn suite(s: &str) -> StoreResult<Suite> {
+    Suite::parse(s).map_err(|_| corrupt("suite"))
 }
 
 fn purpose(s: &str) -> StoreResult<Purpose> {
@@ -243,12 +249,14 @@ fn purposes_text(purposes: &[Purpose]) -> String {
 }
 
 const AUDIT_COLUMNS: &str = "chain, seq, at, actor, operation, result, purpose, deposit_id,
-    code_id, redemption_id, subject_tenant, groups, detail, prev_hash, hash";
+    code_id, redemption_id, subject_tenant, groups, detail, prev_hash, hash, alg";
 
 fn audit_row(r: &Row) -> StoreResult<AuditEntry> {
     Ok(AuditEntry {
         chain: get(r, 0)?,
         seq: get(r, 1)?,
+        alg: ChainHash::from_stored(get::<Option<&str>>(r, 15)?)
+            .ok_or_else(|| corrupt("audit hash"))?,
         record: AuditRecord {
             at: get(r, 2)?,
             actor: get(r, 3)?,
@@ -337,12 +345,13 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
 
     fn kek_versions(&mut self) -> StoreResult<Vec<KekVersion>> {
         let found = self.query(
-            "SELECT version, state, wrapped FROM dzl.keks ORDER BY version",
+            "SELECT version, state, wrapped, suite FROM dzl.keks ORDER BY version",
             &[],
         )?;
         rows(found, |r| {
             Ok(KekVersion {
                 version: version_of(get(r, 0)?)?,
+                suite: suite(get(r, 3)?)?,
                 state: KekState::parse(get(r, 1)?).ok_or_else(|| corrupt("kek state"))?,
                 wrapped: get(r, 2)?,
             })
@@ -356,13 +365,15 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
                   + (SELECT count(*) FROM dzl_identity.identities i WHERE i.kek_version = k.version),
                     (SELECT count(*) FROM dzl.tenants t WHERE t.secret_kek_version = k.version)
                   + (SELECT count(*) FROM dzl.tenants t WHERE t.previous_secret_kek_version = k.version)
-                  + (SELECT count(*) FROM dzl.sealed_secrets s WHERE s.kek_version = k.version)
+                  + (SELECT count(*) FROM dzl.sealed_secrets s WHERE s.kek_version = k.version),
+                    k.suite
              FROM dzl.keks k ORDER BY k.version",
             &[],
         )?;
         rows(found, |r| {
             Ok(KekRow {
                 version: version_of(get(r, 0)?)?,
+                suite: suite(get(r, 7)?)?,
                 state: KekState::parse(get(r, 1)?).ok_or_else(|| corrupt("kek state"))?,
                 wrapped: get(r, 2)?,
                 created_at: from_ms(get(r, 3)?)?,
@@ -402,13 +413,21 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
     fn insert_kek(
         &mut self,
         version: u32,
+        suite: Suite,
         state: KekState,
         wrapped: &[u8],
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         self.exec(
-            "INSERT INTO dzl.keks (version, state, wrapped, created_at) VALUES ($1, $2, $3, $4)",
-            &[&db_version(version)?, &state.as_str(), &wrapped, &ms(at)],
+            "INSERT INTO dzl.keks (version, state, wrapped, created_at, suite)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &db_version(version)?,
+                &state.as_str(),
+                &wrapped,
+                &ms(at),
+                &suite.as_str(),
+            ],
         )?;
         Ok(())
     }
@@ -604,8 +623,8 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
             "WITH d AS (
                  INSERT INTO dzl.deposits (id, platform_id, external_ref, purpose, consent,
                      consent_scopes, consent_expires, groups, subject_index, subject_ref, state,
-                     created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11)
+                     created_at, suite)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $24)
                  ON CONFLICT (platform_id, external_ref) DO NOTHING
                  RETURNING id
              ), r AS (
@@ -650,6 +669,7 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
                 &funders,
                 &code_scopes,
                 &expiries,
+                &d.suite.as_str(),
             ],
         )?;
         if get::<bool>(&r, 0)? {
@@ -1000,19 +1020,44 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
         )? == 1)
     }
 
-    fn chain_head(&mut self, chain: ChainId, lock: Lock) -> StoreResult<Option<Head>> {
+    fn chain_head(&mut self, chain: ChainId, lock: Lock) -> StoreResult<Option<ChainTip>> {
         let sql = format!(
-            "SELECT seq, hash FROM dzl.audit_chains WHERE chain = $1{}",
+            "SELECT seq, hash, (SELECT suite FROM dzl.keks WHERE state = 'active')
+             FROM dzl.audit_chains WHERE chain = $1{}",
             lock_clause(lock)
         );
         self.opt(&sql, &[&chain])?
             .map(|r| {
-                Ok(Head {
-                    seq: get(&r, 0)?,
-                    hash: get(&r, 1)?,
+                Ok(ChainTip {
+                    head: Head {
+                        seq: get(&r, 0)?,
+                        hash: get(&r, 1)?,
+                    },
+                    suite: get::<Option<&str>>(&r, 2)?.map_or(Ok(Suite::Intl), suite)?,
                 })
             })
             .transpose()
+    }
+
+    fn deposit_suites(&mut self) -> StoreResult<Vec<(Suite, u64)>> {
+        reseal::deposit_suites(self)
+    }
+
+    fn deposits_to_reseal(
+        &mut self,
+        to: Suite,
+        after: Option<&Filing>,
+        limit: usize,
+    ) -> StoreResult<Vec<SealedDeposit>> {
+        reseal::deposits_to_reseal(self, to, after, limit)
+    }
+
+    fn deposit_seal(&mut self, id: &DepositId, lock: Lock) -> StoreResult<Option<DepositSeal>> {
+        reseal::deposit_seal(self, id, lock)
+    }
+
+    fn replace_seal(&mut self, d: &ResealedDeposit) -> StoreResult<()> {
+        reseal::replace_seal(self, d)
     }
 
     fn append_audit(
@@ -1029,10 +1074,10 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
             "WITH a AS (
                  INSERT INTO dzl.audit (chain, seq, at, actor, operation, result, purpose,
                      deposit_id, code_id, redemption_id, subject_tenant, groups, detail,
-                     prev_hash, hash)
+                     prev_hash, hash, alg)
                  SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                     $12::text[], $13::text[], $14::text[], $15::text[])
+                     $12::text[], $13::text[], $14::text[], $15::text[], $18::text[])
              )
              UPDATE dzl.audit_chains SET seq = $16, hash = $17 WHERE chain = $1
              RETURNING 1",
@@ -1054,6 +1099,7 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
                 &col(|e| Some(e.hash.clone())),
                 &head.seq,
                 &head.hash,
+                &col(|e| e.alg.stored().map(str::to_owned)),
             ],
         );
         match updated {

@@ -315,6 +315,23 @@ pub const MIGRATIONS: &[Migration] = &[
         );
         "#,
     },
+    Migration {
+        version: 5,
+        name: "cipher suites",
+        sql: r#"
+        -- Each KEK version is of a suite; the vault's is its active
+        -- version's. Each deposit is sealed in a suite (data keys, groups,
+        -- subject index), so `keys reseal` finds the other suite's. An
+        -- audit entry chained with SM3 says so; one that says nothing is
+        -- SHA-256. Everything stored before is `intl` and SHA-256. A
+        -- constant default rewrites no row (the CHECKs read each once).
+        ALTER TABLE dzl.keks ADD COLUMN suite TEXT NOT NULL DEFAULT 'intl'
+            CHECK (suite IN ('intl', 'gm'));
+        ALTER TABLE dzl.deposits ADD COLUMN suite TEXT NOT NULL DEFAULT 'intl'
+            CHECK (suite IN ('intl', 'gm'));
+        ALTER TABLE dzl.audit ADD COLUMN alg TEXT CHECK (alg = 'sm3');
+        "#,
+    },
 ];
 
 /// The schema version this build brings a database to.

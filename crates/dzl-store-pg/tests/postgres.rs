@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::{options, postgres};
+use dzl_audit::ChainHash;
 use dzl_crypto::{DataKey, Kek, Keyring, ReceiptSigner, RootKey, SecretKey, SystemRandom};
 use dzl_store::admin;
 use dzl_store::conformance::fixture::{attempt, deposit, now_call, verified};
@@ -25,7 +26,7 @@ use dzl_store::conformance::fixture::{APPLICANT, DEVICE, RISK};
 use dzl_store::conformance::replicas::race_one_code;
 use dzl_store::conformance::{Factory, Fixture};
 use dzl_store::tx::ROOT_CHAIN;
-use dzl_store::{Store, StoreError};
+use dzl_store::{Store, StoreError, Suite};
 use dzl_store_pg::testing::fresh_database;
 use dzl_store_pg::{schema, Isolation, PgOptions, PgStore};
 use dzl_types::code::CodeSecret;
@@ -756,7 +757,7 @@ fn v3_vault(sql: &mut postgres::Client) -> V3 {
 }
 
 #[test]
-fn a_v3_vault_with_data_migrates_to_v4_and_goes_on_where_it_was() {
+fn a_v3_vault_with_data_migrates_and_goes_on_where_it_was() {
     let Some(url) = common::pg_url() else { return };
     let db = fresh_database(&url).unwrap();
     let mut sql = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
@@ -773,12 +774,18 @@ fn a_v3_vault_with_data_migrates_to_v4_and_goes_on_where_it_was() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     // The single chain is chain 1, whole, under the head it had.
     let chains = store.audit_chains().unwrap();
     assert_eq!(chains.len(), 1);
     assert_eq!((chains[0].chain, &chains[0].head), (ROOT_CHAIN, &v3.head));
     assert_eq!(verified(&store), Ok(3));
+    // Migration 5: everything stored before is `intl`, chained with SHA-256.
+    assert!(store.keks().unwrap().iter().all(|k| k.suite == Suite::Intl));
+    assert_eq!(store.deposit_suites().unwrap(), [(Suite::Intl, 1)]);
+    let trail = store.audit_after(&[]).unwrap();
+    assert_eq!(trail.len(), 3);
+    assert!(trail.iter().all(|e| e.alg == ChainHash::Sha256));
     // The counters, as counted by chain 1's writer.
     let mut usage: Vec<_> = store
         .usage()
@@ -849,7 +856,11 @@ fn a_v3_vault_with_data_migrates_to_v4_and_goes_on_where_it_was() {
     let report = store
         .subject_access(
             &now_call(&TenantId::from_trusted("ten_op".into()), "subject.access"),
-            &dzl_crypto::blind_index(&v3.index_key, "subject", b"resident_id\n11010519491231002X"),
+            &[dzl_crypto::blind_index(
+                &v3.index_key,
+                "subject",
+                b"resident_id\n11010519491231002X",
+            )],
         )
         .unwrap();
     assert_eq!(report.deposits.len(), 1);
@@ -871,6 +882,13 @@ fn a_v3_vault_with_data_migrates_to_v4_and_goes_on_where_it_was() {
     let replica = dzl_store_pg::connect(db.url(), options()).unwrap();
     assert_eq!(dzl_store::conformance::fixture::chain_of(&replica), 2);
     assert_eq!(verified(&store), Ok(3 + 2 + 1 + 2));
+    // The migrated vault moves to `gm`: its entries from then on are SM3.
+    let marks = store.audit_chains().unwrap();
+    admin::rotate_keys_to(&store, &v3.root, "cli:test", Suite::Gm).unwrap();
+    let after = store.audit_after(&marks).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].alg, ChainHash::Sm3);
+    assert_eq!(verified(&store), Ok(3 + 2 + 1 + 2 + 1));
 }
 
 /// Turns the test server's TLS on with a throw-away certificate (ALTER

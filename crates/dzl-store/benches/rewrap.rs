@@ -105,6 +105,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                             consent_scopes: ScopeSet::ALL,
                             consent_expires: now + Duration::days(365),
                             groups: ScopeSet::ALL,
+                            suite: dzl_crypto::Suite::Intl,
                             subject_index: format!("{i:064x}"),
                             subject_ref: SubjectRef::from_trusted(format!("sub_{i:032x}")),
                             records_key: wrap("records"),

@@ -105,6 +105,7 @@ impl Bench {
                 consent_scopes: ScopeSet::ALL,
                 consent_expires: now + Duration::days(365),
                 groups: ScopeSet::ALL,
+                suite: dzl_crypto::Suite::Intl,
                 subject_index: hex::encode(index),
                 subject_ref: SubjectRef::from_trusted(new_ordered_id("sub", ms, rng).unwrap()),
                 records_key: wrap("records"),

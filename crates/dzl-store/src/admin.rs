@@ -7,15 +7,15 @@
 
 use chrono::{DateTime, Utc};
 use dzl_crypto::{
-    Kek, Keyring, ReceiptSigner, RootKey, RootKeyHolder, SecretKey, SecureRandom, Suite,
-    SystemRandom, WrappedKey, Zeroizing,
+    CryptoError, DataKey, Kek, Keyring, ReceiptSigner, RootKey, RootKeyHolder, SecretKey,
+    SecureRandom, Suite, SystemRandom, WrappedKey, Zeroizing,
 };
-use dzl_types::{DepositId, Purpose, ScopeSet, TenantId};
+use dzl_types::{DepositId, Group, Purpose, ScopeSet, SubjectRef, TenantId};
 
 use crate::{
-    rules, Call, CertPin, DataKeyKind, InitMaterial, KekState, RekeyedKek, RewrappedDataKey,
-    RewrappedSecret, Sealed, SealedSecret, SecretRef, Store, StoreError, TenantKind, TenantRow,
-    TenantState,
+    rules, Call, CertPin, DataKeyKind, Filing, InitMaterial, KekState, RekeyedKek, ResealedDeposit,
+    RewrappedDataKey, RewrappedSecret, Sealed, SealedDeposit, SealedRecords, SealedSecret,
+    SecretRef, Store, StoreError, TenantKind, TenantRow, TenantState,
 };
 
 /// Label of tenant signing secrets sealed under the keyring.
@@ -163,26 +163,31 @@ pub fn wrapped(s: &Sealed) -> WrappedKey {
     }
 }
 
-/// Creates the keyring (KEK version 1), the receipt signing key and the
-/// subject-index key. Refused if the vault already has a keyring.
+/// Creates an `intl` vault: [`init_as`] with [`Suite::Intl`].
 pub fn init(store: &dyn Store, root: &dyn RootKeyHolder, actor: &str) -> AdminResult<String> {
+    init_as(store, root, actor, Suite::Intl)
+}
+
+/// Creates the keyring (KEK version 1, of `suite`), the receipt signing
+/// key (Ed25519 for `intl`, SM2 for `gm`) and the subject-index key.
+/// Refused if the vault already has a keyring. Returns the root key's
+/// fingerprint.
+pub fn init_as(
+    store: &dyn Store,
+    root: &dyn RootKeyHolder,
+    actor: &str,
+    suite: Suite,
+) -> AdminResult<String> {
     if store.is_initialised()? {
         return Err(AdminError::Invalid(
             "the vault is already initialised".into(),
         ));
     }
     let rng = SystemRandom::new();
-    let kek = Kek::generate(1, &rng)?;
+    let kek = Kek::generate_for(1, suite, &rng)?;
     let kek_wrapped = root.wrap_kek(&kek)?;
     let keyring = Keyring::new(vec![kek], 1)?;
-    let pkcs8 = ReceiptSigner::generate_pkcs8(&rng)?;
-    let signer = ReceiptSigner::from_pkcs8_derived_id(&pkcs8)?;
-    let receipt_name = format!("{RECEIPT_PREFIX}{}", signer.key_id());
-    let receipt = SealedSecret {
-        sealed: sealed(keyring.seal_secret(VAULT_SECRET, &receipt_name, &pkcs8)?),
-        public: Some(signer.public_key_b64url()),
-        name: receipt_name,
-    };
+    let receipt = new_receipt_key(&keyring, suite, &rng)?;
     let index_key = SecretKey::generate(&rng)?;
     let index = SealedSecret {
         sealed: sealed(keyring.seal_secret(VAULT_SECRET, SUBJECT_INDEX, index_key.expose())?),
@@ -192,11 +197,29 @@ pub fn init(store: &dyn Store, root: &dyn RootKeyHolder, actor: &str) -> AdminRe
     store.initialise(
         actor,
         InitMaterial {
+            suite,
             kek_wrapped,
             secrets: vec![receipt, index],
         },
     )?;
     Ok(root.fingerprint())
+}
+
+/// A fresh receipt signing key of `suite`'s algorithm, sealed under
+/// `keyring`'s active version.
+fn new_receipt_key(
+    keyring: &Keyring,
+    suite: Suite,
+    rng: &dyn SecureRandom,
+) -> AdminResult<SealedSecret> {
+    let pkcs8 = ReceiptSigner::generate_pkcs8_for(suite, rng)?;
+    let signer = ReceiptSigner::from_pkcs8_derived_id(&pkcs8)?;
+    let name = format!("{RECEIPT_PREFIX}{}", signer.key_id());
+    Ok(SealedSecret {
+        sealed: sealed(keyring.seal_secret(VAULT_SECRET, &name, &pkcs8)?),
+        public: Some(signer.public_key_b64url()),
+        name,
+    })
 }
 
 /// The keyring and vault secrets, opened with the root key.
@@ -217,9 +240,126 @@ impl std::fmt::Debug for VaultKeys {
     }
 }
 
-/// The suite of every KEK the store holds: the store keeps no suite per
-/// version, and every KEK it has made is `intl`.
-const KEK_SUITE: Suite = Suite::Intl;
+impl VaultKeys {
+    /// The vault's suite: its active KEK's. New deposits, code hashes,
+    /// subject indexes, receipts, request signatures and audit entries
+    /// follow it.
+    pub fn suite(&self) -> Suite {
+        self.keyring.active_suite()
+    }
+
+    /// The key that signs receipts: the newest of the vault's suite (the
+    /// newest of all, should the vault hold none of its suite).
+    pub fn receipt_signer(&self) -> Option<&ReceiptSigner> {
+        let suite = self.suite();
+        self.receipt_signers
+            .iter()
+            .rev()
+            .find(|s| s.algorithm().suite() == suite)
+            .or_else(|| self.receipt_signers.last())
+    }
+
+    /// A subject's blind index in the vault's suite.
+    pub fn subject_index(&self, id_type: &str, id_number: &str) -> String {
+        subject_index(self.suite(), &self.subject_index, id_type, id_number)
+    }
+
+    /// A subject's blind indexes in every suite, the vault's first: what
+    /// subject access looks up, since deposits made before a change of
+    /// suite (and erased ones, which a reseal cannot refile) keep the
+    /// index of theirs.
+    pub fn subject_indexes(&self, id_type: &str, id_number: &str) -> Vec<String> {
+        let suite = self.suite();
+        std::iter::once(suite)
+            .chain(Suite::ALL.into_iter().filter(|s| *s != suite))
+            .map(|s| subject_index(s, &self.subject_index, id_type, id_number))
+            .collect()
+    }
+}
+
+/// What a subject's blind index is computed over: its id type and number.
+pub fn subject_key(id_type: &str, id_number: &str) -> String {
+    format!("{id_type}\n{id_number}")
+}
+
+/// A subject's blind index in `suite` under the vault's index `key`.
+pub fn subject_index(suite: Suite, key: &SecretKey, id_type: &str, id_number: &str) -> String {
+    dzl_crypto::blind_index_for(
+        suite,
+        key.expose(),
+        "subject",
+        subject_key(id_type, id_number).as_bytes(),
+    )
+}
+
+/// The pseudonym of a subject that `platform` is given with each deposit
+/// (`sub_` and 32 hex characters), in `suite`: the same subject has
+/// different references at different platforms.
+pub fn subject_ref(
+    suite: Suite,
+    key: &SecretKey,
+    platform: &TenantId,
+    id_type: &str,
+    id_number: &str,
+) -> SubjectRef {
+    let platform_ref = format!("{platform}\n{}", subject_key(id_type, id_number));
+    let index =
+        dzl_crypto::blind_index_for(suite, key.expose(), "subject-ref", platform_ref.as_bytes());
+    SubjectRef::from_trusted(format!("sub_{}", &index[..32]))
+}
+
+/// A deposit's groups as the vault seals them, with their data keys.
+#[derive(Debug)]
+pub struct SealedGroups {
+    /// The data key of the non-identity groups, wrapped by the active KEK.
+    pub records_key: Sealed,
+    /// The sealed non-identity groups.
+    pub records: Vec<(Group, Vec<u8>)>,
+    /// The identity group's own data key, wrapped by the active KEK.
+    pub identity_key: Sealed,
+    /// The sealed identity (`applicant`) group.
+    pub identity: Vec<u8>,
+}
+
+/// Seals a deposit's groups (their JSON) as the vault does: two fresh data
+/// keys of the vault's suite, the `applicant` group under its own; each
+/// group bound to the deposit and its name; both keys wrapped by the
+/// active KEK, bound to the deposit and their kind.
+pub fn seal_groups(
+    keyring: &Keyring,
+    rng: &dyn SecureRandom,
+    deposit: &DepositId,
+    applicant: &[u8],
+    device: Option<&[u8]>,
+    risk: Option<&[u8]>,
+) -> Result<SealedGroups, CryptoError> {
+    let id = deposit.as_str();
+    let identity_dk = keyring.generate_data_key(rng)?;
+    let records_dk = keyring.generate_data_key(rng)?;
+    let seal = |dk: &DataKey, g: Group, json: &[u8]| {
+        dzl_crypto::seal_record(dk, id, g.as_str(), json, rng)
+    };
+    let mut records = Vec::new();
+    for (g, json) in [(Group::Device, device), (Group::Risk, risk)] {
+        if let Some(json) = json {
+            records.push((g, seal(&records_dk, g, json)?));
+        }
+    }
+    Ok(SealedGroups {
+        identity: seal(&identity_dk, Group::Applicant, applicant)?,
+        identity_key: sealed(keyring.wrap_data_key(
+            &identity_dk,
+            id,
+            DataKeyKind::Identity.as_str(),
+        )?),
+        records_key: sealed(keyring.wrap_data_key(
+            &records_dk,
+            id,
+            DataKeyKind::Records.as_str(),
+        )?),
+        records,
+    })
+}
 
 /// A root key that does not open a KEK is the wrong one; a hardware module
 /// that fails says so.
@@ -245,7 +385,7 @@ pub fn load_keyring(store: &dyn Store, root: &dyn RootKeyHolder) -> AdminResult<
             continue;
         }
         let kek = root
-            .unwrap_kek(row.version, KEK_SUITE, &row.wrapped)
+            .unwrap_kek(row.version, row.suite, &row.wrapped)
             .map_err(root_error)?;
         if row.state == KekState::Active {
             active = Some(row.version);
@@ -486,16 +626,41 @@ pub fn rotate_tenant_secret(
     })
 }
 
-/// Makes a new active KEK; a running server picks it up by itself. Returns
-/// the new version.
+/// Makes a new active KEK of the vault's suite; a running server picks it
+/// up by itself. Returns the new version.
 pub fn rotate_keys(store: &dyn Store, root: &dyn RootKeyHolder, actor: &str) -> AdminResult<u32> {
+    let suite = load_keyring(store, root)?.active_suite();
+    rotate_keys_to(store, root, actor, suite)
+}
+
+/// Makes a new active KEK of `suite`, which becomes the vault's suite: new
+/// deposits, code hashes, receipts, request signatures and audit entries
+/// follow it at once (a running server picks it up by itself), and old
+/// deposits open as before. A vault holding no receipt key of `suite`
+/// gets one in the same transaction. Returns the new version.
+pub fn rotate_keys_to(
+    store: &dyn Store,
+    root: &dyn RootKeyHolder,
+    actor: &str,
+    suite: Suite,
+) -> AdminResult<u32> {
     // Proves the root key first: a rotation under the wrong root key would
     // leave a keyring nobody can open.
-    load_keyring(store, root)?;
+    let keys = load_keys(store, root)?;
     let next = store.keks()?.iter().map(|k| k.version).max().unwrap_or(0) + 1;
     let rng = SystemRandom::new();
-    let kek = Kek::generate(next, &rng)?;
-    store.rotate_kek(actor, next, root.wrap_kek(&kek)?)?;
+    let kek = Kek::generate_for(next, suite, &rng)?;
+    let wrapped = root.wrap_kek(&kek)?;
+    let mut secrets = Vec::new();
+    if !keys
+        .receipt_signers
+        .iter()
+        .any(|s| s.algorithm().suite() == suite)
+    {
+        let keyring = Keyring::new(vec![kek], next)?;
+        secrets.push(new_receipt_key(&keyring, suite, &rng)?);
+    }
+    store.rotate_kek(actor, next, suite, wrapped, secrets)?;
     Ok(next)
 }
 
@@ -561,6 +726,27 @@ pub struct RewrapReport {
 /// How many failures a [`RewrapReport`] lists.
 pub const MAX_REPORTED_FAILURES: usize = 10;
 
+/// Refuses to move anything onto `active` unless it is still the active
+/// version among `keks` (another rotation may have run); with `wait`,
+/// first waits [`rules::rewrap_wait`] after its rotation, so running
+/// servers have loaded it.
+fn still_active(keks: &[crate::KekRow], active: u32, wait: bool) -> AdminResult<()> {
+    let row = keks
+        .iter()
+        .find(|k| k.version == active)
+        .ok_or_else(|| StoreError::Invalid(format!("key version {active} is not in the store")))?;
+    if row.state != KekState::Active {
+        return Err(StoreError::Invalid(format!(
+            "key version {active} is no longer active (another rotation ran): run the command again"
+        ))
+        .into());
+    }
+    if wait {
+        std::thread::sleep(rules::rewrap_wait(row.created_at, Utc::now()));
+    }
+    Ok(())
+}
+
 /// Passes over the old versions before `rewrap` stops looking for keys
 /// written meanwhile under an old version.
 const MAX_REWRAP_PASSES: usize = 5;
@@ -580,19 +766,7 @@ pub fn rewrap(
     let active = keyring.active_version();
     let batch_size = opts.batch_size.max(1);
     let keks = store.keks()?;
-    let active_row = keks
-        .iter()
-        .find(|k| k.version == active)
-        .ok_or_else(|| StoreError::Invalid(format!("key version {active} is not in the store")))?;
-    if active_row.state != KekState::Active {
-        return Err(StoreError::Invalid(format!(
-            "key version {active} is no longer active (another rotation ran): run the command again"
-        ))
-        .into());
-    }
-    if opts.wait_for_servers {
-        std::thread::sleep(rules::rewrap_wait(active_row.created_at, Utc::now()));
-    }
+    still_active(&keks, active, opts.wait_for_servers)?;
     let old_versions = |keks: &[crate::KekRow]| -> Vec<(u32, u64)> {
         keks.iter()
             .filter(|k| k.version != active && k.state != KekState::Retired)
@@ -653,9 +827,37 @@ pub fn rewrap(
     Ok(report)
 }
 
+/// Runs `read` on this thread and `write` on another: `read` hands each
+/// batch it has made to `send` (which says false once the writer has
+/// stopped), and the store writes batch n while `read` makes batch n+1.
+/// `moved` counts what `write` reports. Returns the first error of either.
+fn pipelined<B: Send>(
+    moved: &std::sync::atomic::AtomicU64,
+    write: impl Fn(B) -> AdminResult<u64> + Send,
+    read: impl FnOnce(&mut dyn FnMut(B) -> bool) -> AdminResult<()>,
+) -> AdminResult<()> {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+
+    let (tx, rx) = mpsc::sync_channel::<B>(1);
+    std::thread::scope(|scope| -> AdminResult<()> {
+        let writer = scope.spawn(move || -> AdminResult<()> {
+            for batch in rx {
+                moved.fetch_add(write(batch)?, Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        let reading = read(&mut |batch| tx.send(batch).is_ok());
+        drop(tx);
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable("the writing thread panicked".into()).into())
+        });
+        reading.and(written)
+    })
+}
+
 /// One pass over every old version and both kinds of data key. Returns the
 /// keys moved.
-#[allow(clippy::too_many_arguments)]
 fn rewrap_pass(
     store: &dyn Store,
     keyring: &Keyring,
@@ -666,22 +868,14 @@ fn rewrap_pass(
     progress: &mut dyn FnMut(u64),
 ) -> AdminResult<u64> {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::mpsc;
 
     let active = keyring.active_version();
     let moved = AtomicU64::new(0);
     let base = report.data_keys_rewrapped;
-    // The store writes batch n while this thread reads and unwraps batch n+1.
-    let (tx, rx) = mpsc::sync_channel::<Vec<RewrappedDataKey>>(1);
-    let outcome = std::thread::scope(|scope| -> AdminResult<()> {
-        let writer = scope.spawn(|| -> AdminResult<()> {
-            for batch in rx {
-                let n = store.rewrap_data_keys(active, batch)?;
-                moved.fetch_add(n, Ordering::Relaxed);
-            }
-            Ok(())
-        });
-        let reading = (|| -> AdminResult<()> {
+    let outcome = pipelined(
+        &moved,
+        |batch| Ok(store.rewrap_data_keys(active, batch)?),
+        |send| {
             for &(version, _) in versions {
                 for kind in DataKeyKind::ALL {
                     let mut after: Option<DepositId> = None;
@@ -718,8 +912,8 @@ fn rewrap_pass(
                                 }
                             }
                         }
-                        if !out.is_empty() && tx.send(out).is_err() {
-                            // The writer stopped: its error is reported below.
+                        if !out.is_empty() && !send(out) {
+                            // The writer stopped: its error is reported.
                             return Ok(());
                         }
                         progress(base + moved.load(Ordering::Relaxed));
@@ -730,13 +924,8 @@ fn rewrap_pass(
                 }
             }
             Ok(())
-        })();
-        drop(tx);
-        let written = writer.join().unwrap_or_else(|_| {
-            Err(StoreError::Unavailable("rewrap writer panicked".into()).into())
-        });
-        reading.and(written)
-    });
+        },
+    );
     let moved = moved.into_inner();
     report.data_keys_rewrapped += moved;
     progress(report.data_keys_rewrapped);
@@ -785,6 +974,291 @@ fn rewrap_secret_list(store: &dyn Store, keyring: &Keyring) -> AdminResult<Vec<R
     Ok(out)
 }
 
+/// How `keys reseal` works.
+#[derive(Debug, Clone, Copy)]
+pub struct ResealOptions {
+    /// Deposits per store transaction.
+    pub batch_size: usize,
+    /// Whether to wait [`rules::rewrap_wait`] after a fresh rotation, so
+    /// running servers have loaded the active version before deposits are
+    /// sealed under it.
+    pub wait_for_servers: bool,
+}
+
+/// Deposits per transaction by default: each carries its sealed groups, so
+/// a batch is a few hundred kilobytes and a running server's writes wait
+/// milliseconds.
+pub const DEFAULT_RESEAL_BATCH: usize = 500;
+
+/// A deposit that could not be resealed (it stays as it was, and opens as
+/// before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResealFailure {
+    /// The deposit.
+    pub deposit_id: DepositId,
+    /// Why (no key material, no personal data).
+    pub error: String,
+}
+
+/// What `keys reseal` did.
+#[derive(Debug, Clone, Default)]
+pub struct ResealReport {
+    /// The suite deposits were resealed in: the vault's.
+    pub suite: Option<Suite>,
+    /// Active deposits of other suites when it started.
+    pub deposits_found: u64,
+    /// Deposits resealed.
+    pub deposits_resealed: u64,
+    /// Secrets (tenant, previous tenant, vault) moved onto the active
+    /// version.
+    pub secrets_rewrapped: u64,
+    /// Active deposits of other suites when it ended (failures, or deposits
+    /// a server with an old keyring made meanwhile: run it again).
+    pub deposits_remaining: u64,
+    /// Deposits that could not be resealed (at most
+    /// [`MAX_REPORTED_FAILURES`]).
+    pub failures: Vec<ResealFailure>,
+    /// Deposits that could not be resealed, in all.
+    pub failed: u64,
+    /// Time spent resealing deposits.
+    pub elapsed: std::time::Duration,
+}
+
+/// Active deposits of another suite than `suite`.
+fn other_suites(store: &dyn Store, suite: Suite) -> AdminResult<u64> {
+    Ok(store
+        .deposit_suites()?
+        .iter()
+        .filter(|(s, _)| *s != suite)
+        .map(|(_, n)| n)
+        .sum())
+}
+
+/// Reseals every active deposit of another suite in the vault's suite: its
+/// data keys are opened, its groups opened and sealed again under two
+/// fresh data keys of the vault's suite wrapped by the active KEK, and its
+/// subject index and reference computed again in that suite. Each batch
+/// of `opts.batch_size` deposits is one transaction, and a deposit is
+/// replaced only if nothing changed it since it was read
+/// ([`rules::reseal_applies`]), so a running server keeps serving, and an
+/// erasure meanwhile stays erased. Then every sealed secret moves onto
+/// the active version, so the other suite's versions can be retired.
+/// Resumable: it only ever looks at deposits of other suites. Codes keep
+/// the hash they were issued with (the vault holds no code to hash again).
+/// `progress(done, total)` is called after each batch.
+pub fn reseal(
+    store: &dyn Store,
+    keys: &VaultKeys,
+    call: &Call,
+    opts: ResealOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> AdminResult<ResealReport> {
+    let keyring = &keys.keyring;
+    let (active, suite) = (keyring.active_version(), keys.suite());
+    let batch_size = opts.batch_size.max(1);
+    still_active(&store.keks()?, active, opts.wait_for_servers)?;
+    let mut report = ResealReport {
+        suite: Some(suite),
+        deposits_found: other_suites(store, suite)?,
+        ..ResealReport::default()
+    };
+    store.record_action(
+        call,
+        "started",
+        &format!(
+            "reseal in {suite} under version {active}: {} deposits of other suites",
+            report.deposits_found
+        ),
+    )?;
+    let started = std::time::Instant::now();
+    let mut failed_seen = std::collections::HashSet::new();
+    let mut total = report.deposits_found;
+    progress(0, total);
+    for _ in 0..MAX_REWRAP_PASSES {
+        let pending = other_suites(store, suite)?;
+        // Deposits made meanwhile by a server with an old keyring join.
+        total = total.max(report.deposits_resealed + pending);
+        if pending <= failed_seen.len() as u64 {
+            break;
+        }
+        let moved = reseal_pass(
+            store,
+            keys,
+            call,
+            batch_size,
+            &mut report,
+            &mut failed_seen,
+            &mut |done| progress(done, total),
+        )?;
+        if moved == 0 {
+            break;
+        }
+    }
+    report.elapsed = started.elapsed();
+    report.failed = failed_seen.len() as u64;
+    let secrets = rewrap_secret_list(store, keyring)?;
+    report.deposits_remaining = other_suites(store, suite)?;
+    let detail = format!(
+        "reseal in {suite} under version {active}: {} deposits resealed, {} secrets moved, \
+         {} deposits of other suites remain",
+        report.deposits_resealed,
+        secrets.len(),
+        report.deposits_remaining
+    );
+    report.secrets_rewrapped = store.rewrap_secrets(call, active, secrets, &detail)?;
+    Ok(report)
+}
+
+/// One walk over the deposits of other suites. Returns the deposits
+/// resealed.
+fn reseal_pass(
+    store: &dyn Store,
+    keys: &VaultKeys,
+    call: &Call,
+    batch_size: usize,
+    report: &mut ResealReport,
+    failed_seen: &mut std::collections::HashSet<DepositId>,
+    progress: &mut dyn FnMut(u64),
+) -> AdminResult<u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let suite = keys.suite();
+    let rng = SystemRandom::new();
+    let moved = AtomicU64::new(0);
+    let base = report.deposits_resealed;
+    let outcome = pipelined(
+        &moved,
+        |batch| Ok(store.reseal_deposits(call, suite, batch)?),
+        |send| {
+            let mut after: Option<Filing> = None;
+            loop {
+                let batch = store.deposits_to_reseal(suite, after.as_ref(), batch_size)?;
+                let Some(last) = batch.last() else { break };
+                after = Some(last.filing.clone());
+                let full = batch.len() == batch_size;
+                let mut out = Vec::with_capacity(batch.len());
+                for d in batch {
+                    match reseal_deposit(keys, &rng, &d) {
+                        Ok(r) => out.push(r),
+                        Err(error) => {
+                            let id = d.filing.deposit_id;
+                            if failed_seen.insert(id.clone())
+                                && report.failures.len() < MAX_REPORTED_FAILURES
+                            {
+                                report.failures.push(ResealFailure {
+                                    deposit_id: id,
+                                    error,
+                                });
+                            }
+                        }
+                    }
+                }
+                if !out.is_empty() && !send(out) {
+                    // The writer stopped: its error is reported.
+                    return Ok(());
+                }
+                progress(base + moved.load(Ordering::Relaxed));
+                if !full {
+                    break;
+                }
+            }
+            Ok(())
+        },
+    );
+    let moved = moved.into_inner();
+    report.deposits_resealed += moved;
+    progress(report.deposits_resealed);
+    outcome?;
+    Ok(moved)
+}
+
+/// `d` opened and sealed anew in the vault's suite, or why not (a message
+/// with no key material and no personal data): what [`reseal`] hands the
+/// store for each deposit.
+pub fn reseal_deposit(
+    keys: &VaultKeys,
+    rng: &dyn SecureRandom,
+    d: &SealedDeposit,
+) -> Result<ResealedDeposit, String> {
+    let keyring = &keys.keyring;
+    let deposit = &d.filing.deposit_id;
+    let id = deposit.as_str();
+    let open = |key: &Sealed, kind: DataKeyKind, g: Group, env: &[u8]| {
+        let dk = keyring
+            .unwrap_data_key(&wrapped(key), id, kind.as_str())
+            .map_err(|e| format!("its {} key: {e}", kind.as_str()))?;
+        dzl_crypto::open_record(&dk, id, g.as_str(), env)
+            .map_err(|e| format!("its {} group: {e}", g.as_str()))
+    };
+    let (identity_key, identity) = d.identity.as_ref().ok_or("it has no identity row")?;
+    let applicant = open(
+        identity_key,
+        DataKeyKind::Identity,
+        Group::Applicant,
+        identity,
+    )?;
+    let subject: serde_json::Value = serde_json::from_slice(&applicant)
+        .map_err(|_| "its applicant group is not JSON".to_owned())?;
+    let field = |name: &str| {
+        subject[name]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("its applicant group has no {name}"))
+    };
+    let (id_type, id_number) = (
+        Zeroizing::new(field("id_type")?),
+        Zeroizing::new(field("id_number")?),
+    );
+    let mut device = None;
+    let mut risk = None;
+    if let Some(r) = &d.records {
+        for (g, env, out) in [
+            (Group::Device, &r.device, &mut device),
+            (Group::Risk, &r.risk, &mut risk),
+        ] {
+            if let Some(env) = env {
+                *out = Some(open(&r.key, DataKeyKind::Records, g, env)?);
+            }
+        }
+    }
+    let groups = seal_groups(
+        keyring,
+        rng,
+        deposit,
+        &applicant,
+        device.as_deref().map(|v| v.as_slice()),
+        risk.as_deref().map(|v| v.as_slice()),
+    )
+    .map_err(|e| format!("sealing: {e}"))?;
+    let suite = keys.suite();
+    Ok(ResealedDeposit {
+        read: d.clone(),
+        suite,
+        subject_index: subject_index(suite, &keys.subject_index, &id_type, &id_number),
+        subject_ref: subject_ref(
+            suite,
+            &keys.subject_index,
+            &d.platform_id,
+            &id_type,
+            &id_number,
+        ),
+        records: d.records.as_ref().map(|_| SealedRecords {
+            key: groups.records_key,
+            device: groups
+                .records
+                .iter()
+                .find(|(g, _)| *g == Group::Device)
+                .map(|(_, e)| e.clone()),
+            risk: groups
+                .records
+                .iter()
+                .find(|(g, _)| *g == Group::Risk)
+                .map(|(_, e)| e.clone()),
+        }),
+        identity: (groups.identity_key, groups.identity),
+    })
+}
+
 /// Rewraps every non-retired KEK from `old` onto `new` in one transaction.
 /// Afterwards only `new` opens the keyring. Returns the versions rewrapped.
 pub fn rekey_root(
@@ -799,7 +1273,7 @@ pub fn rekey_root(
             continue;
         }
         let kek = old
-            .unwrap_kek(row.version, KEK_SUITE, &row.wrapped)
+            .unwrap_kek(row.version, row.suite, &row.wrapped)
             .map_err(root_error)?;
         keks.push(RekeyedKek {
             version: row.version,

@@ -26,7 +26,7 @@
 //!   that touches plaintext key material is [`admin`], on the operator side.
 //! * Reads block; callers on an async runtime run them on a blocking
 //!   thread. Writes can be submitted from any thread without blocking it.
-//! * Long operator work (rewrap, purge) is cut into bounded transactions by
+//! * Long operator work (rewrap, reseal, purge) is cut into bounded transactions by
 //!   the caller, so a running server's writes never wait long.
 
 pub mod admin;
@@ -41,7 +41,7 @@ pub mod writer;
 
 pub use model::*;
 pub use sqlite::SqliteStore;
-pub use tx::{ChainId, ChainRow, ROOT_CHAIN};
+pub use tx::{ChainId, ChainRow, ChainTip, ROOT_CHAIN};
 
 use chrono::{DateTime, Utc};
 use dzl_types::rules::Violation;
@@ -129,11 +129,12 @@ pub trait Store: Send + Sync + 'static {
         redemption: &RedemptionId,
         outcome: &OutcomeRequest,
     ) -> StoreResult<Outcome>;
-    /// Every deposit about a subject and every redemption of them.
+    /// Every deposit about a subject — filed under any of its blind
+    /// indexes, one per suite — and every redemption of them.
     fn subject_access(
         &self,
         call: &Call,
-        subject_index: &str,
+        subject_indexes: &[String],
     ) -> StoreResult<SubjectAccessResponse>;
     /// Records a refused call that still must be audited (e.g. a throttled redemption).
     fn record_refusal(&self, call: &Call, refusal: ErrorCode) -> StoreResult<()>;
@@ -189,8 +190,18 @@ pub trait Store: Send + Sync + 'static {
     /// The keyring's versions and wrapped keys alone, oldest first: what
     /// loading the keyring needs, in time independent of the store's size.
     fn kek_versions(&self) -> StoreResult<Vec<KekVersion>>;
-    /// Adds KEK `version` as active; the previous active one becomes decrypt-only.
-    fn rotate_kek(&self, actor: &str, version: u32, wrapped: Vec<u8>) -> StoreResult<()>;
+    /// Adds KEK `version` of `suite` as active, with `secrets` sealed under
+    /// it (a receipt key for a suite the vault moves to), in one
+    /// transaction; the previous active one becomes decrypt-only. The
+    /// vault's suite is its active KEK's.
+    fn rotate_kek(
+        &self,
+        actor: &str,
+        version: u32,
+        suite: Suite,
+        wrapped: Vec<u8>,
+        secrets: Vec<SealedSecret>,
+    ) -> StoreResult<()>;
     /// A sealed secret of the vault (receipt signing key, subject index key).
     fn sealed_secret(&self, name: &str) -> StoreResult<Option<SealedSecret>>;
     /// Every sealed vault secret, by name.
@@ -232,6 +243,29 @@ pub trait Store: Send + Sync + 'static {
         target_version: u32,
         secrets: Vec<RewrappedSecret>,
         detail: &str,
+    ) -> StoreResult<u64>;
+    /// Active deposits per suite, by suite (counts every deposit: for
+    /// `keys reseal`, not for requests).
+    fn deposit_suites(&self) -> StoreResult<Vec<(Suite, u64)>>;
+    /// Up to `limit` active deposits of another suite than `suite`, with
+    /// their sealed groups and wrapped data keys, in the order of their
+    /// filings, after `after` (paging). Read-only.
+    fn deposits_to_reseal(
+        &self,
+        suite: Suite,
+        after: Option<&Filing>,
+        limit: usize,
+    ) -> StoreResult<Vec<SealedDeposit>>;
+    /// Replaces the seal of each deposit that is still as it was read
+    /// ([`rules::reseal_applies`]: an erasure, rewrap or reseal meanwhile
+    /// is left alone). One transaction, audited (`call.operation`).
+    /// Refused (`Invalid`) unless `suite` is the vault's suite. Returns
+    /// how many were replaced.
+    fn reseal_deposits(
+        &self,
+        call: &Call,
+        suite: Suite,
+        deposits: Vec<ResealedDeposit>,
     ) -> StoreResult<u64>;
     /// Retires KEK `version`: deletes its wrapped bytes and marks it retired,
     /// if [`rules::retire_decision`] allows it given what still needs it at
@@ -464,14 +498,14 @@ impl<B: Backend> Store for Vault<B> {
     fn subject_access(
         &self,
         call: &Call,
-        subject_index: &str,
+        subject_indexes: &[String],
     ) -> StoreResult<SubjectAccessResponse> {
         // Read from a snapshot of its own, off the writer: finding a
         // subject probes every run of the subject index. The report is
         // released only once its audit entry commits.
         let report = self
             .backend
-            .snapshot_apart(|tx| ops::subject::report(tx, subject_index))?;
+            .snapshot_apart(|tx| ops::subject::report(tx, subject_indexes))?;
         let detail = format!(
             "{} deposits, {} redemptions reported",
             report.deposits.len(),
@@ -553,10 +587,19 @@ impl<B: Backend> Store for Vault<B> {
         self.backend.read(|tx| tx.kek_versions())
     }
 
-    fn rotate_kek(&self, actor: &str, version: u32, wrapped: Vec<u8>) -> StoreResult<()> {
+    fn rotate_kek(
+        &self,
+        actor: &str,
+        version: u32,
+        suite: Suite,
+        wrapped: Vec<u8>,
+        secrets: Vec<SealedSecret>,
+    ) -> StoreResult<()> {
         let actor = actor.to_owned();
         let now = Utc::now();
-        self.write(move |txn| ops::keys::rotate(txn, &actor, version, &wrapped, now))
+        self.write(move |txn| {
+            ops::keys::rotate(txn, &actor, version, suite, &wrapped, &secrets, now)
+        })
     }
 
     fn sealed_secret(&self, name: &str) -> StoreResult<Option<SealedSecret>> {
@@ -614,6 +657,30 @@ impl<B: Backend> Store for Vault<B> {
         self.write(move |txn| {
             ops::keys::rewrap_secrets(txn, &call, target_version, &secrets, &detail)
         })
+    }
+
+    fn deposit_suites(&self) -> StoreResult<Vec<(Suite, u64)>> {
+        self.backend.snapshot_apart(|tx| tx.deposit_suites())
+    }
+
+    fn deposits_to_reseal(
+        &self,
+        suite: Suite,
+        after: Option<&Filing>,
+        limit: usize,
+    ) -> StoreResult<Vec<SealedDeposit>> {
+        self.backend
+            .read(|tx| tx.deposits_to_reseal(suite, after, limit))
+    }
+
+    fn reseal_deposits(
+        &self,
+        call: &Call,
+        suite: Suite,
+        deposits: Vec<ResealedDeposit>,
+    ) -> StoreResult<u64> {
+        let call = call.clone();
+        self.write(move |txn| ops::keys::reseal_deposits(txn, &call, suite, &deposits))
     }
 
     fn retire_kek(

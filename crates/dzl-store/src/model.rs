@@ -2,7 +2,7 @@
 //! operations, and their results. Only ciphertext, wrapped keys and hashes.
 
 use chrono::{DateTime, Utc};
-pub use dzl_crypto::CertPin;
+pub use dzl_crypto::{CertPin, Suite};
 use dzl_types::{CodeId, DepositId, Group, Purpose, RedemptionId, ScopeSet, SubjectRef, TenantId};
 
 /// Bytes sealed under one KEK version of the keyring.
@@ -166,6 +166,9 @@ impl KekState {
 pub struct KekVersion {
     /// Version, from 1.
     pub version: u32,
+    /// The suite of the key inside (its AEAD): the vault's suite while it
+    /// is the active version.
+    pub suite: Suite,
     /// State.
     pub state: KekState,
     /// Wrapped by the root key (empty once retired).
@@ -178,6 +181,8 @@ pub struct KekVersion {
 pub struct KekRow {
     /// Version, from 1.
     pub version: u32,
+    /// The suite of the key inside.
+    pub suite: Suite,
     /// State.
     pub state: KekState,
     /// Wrapped by the root key (empty once retired).
@@ -290,6 +295,80 @@ pub struct RewrappedDataKey {
     pub from_version: u32,
     /// The new wrap.
     pub wrapped: Sealed,
+}
+
+/// Where a deposit is filed for subject access. A reseal walks the
+/// deposits it has to reseal in the order of their filings, and names
+/// the last one it read to go on after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filing {
+    /// The run it is filed in (SQLite files deposits in runs,
+    /// `ops::deposit::SUBJECT_RUN_SHIFT`); 0 for a backend that files
+    /// them in the deposit's own row (PostgreSQL).
+    pub run: i64,
+    /// The subject index it is filed under.
+    pub subject_index: String,
+    /// The deposit.
+    pub deposit_id: DepositId,
+}
+
+/// A deposit's sealed non-identity groups and their data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRecords {
+    /// The data key, wrapped.
+    pub key: Sealed,
+    /// The sealed `device` group, if deposited.
+    pub device: Option<Vec<u8>>,
+    /// The sealed `risk` group, if deposited.
+    pub risk: Option<Vec<u8>>,
+}
+
+/// An active deposit as it is sealed, for a reseal to open and seal anew.
+#[derive(Debug, Clone)]
+pub struct SealedDeposit {
+    /// Where it is filed (and which deposit it is).
+    pub filing: Filing,
+    /// The suite it is sealed in.
+    pub suite: Suite,
+    /// The platform that made it (its subject reference is the platform's).
+    pub platform_id: TenantId,
+    /// Its non-identity groups, if its row exists.
+    pub records: Option<SealedRecords>,
+    /// Its identity group's wrapped data key and envelope, if its row
+    /// exists.
+    pub identity: Option<(Sealed, Vec<u8>)>,
+}
+
+/// What a deposit's seal is now, read again (and locked) in the
+/// transaction that would replace it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositSeal {
+    /// Active or erased.
+    pub state: crate::tx::DepositState,
+    /// Its suite.
+    pub suite: Suite,
+    /// The wrapped data key of its non-identity groups, if any.
+    pub records_key: Option<Sealed>,
+    /// The wrapped data key of its identity group, if any.
+    pub identity_key: Option<Sealed>,
+}
+
+/// A deposit sealed anew in another suite, to replace the stored one if
+/// that is still as it was read ([`crate::rules::reseal_applies`]).
+#[derive(Debug, Clone)]
+pub struct ResealedDeposit {
+    /// The deposit as it was read.
+    pub read: SealedDeposit,
+    /// The suite it is now sealed in.
+    pub suite: Suite,
+    /// Its subject's blind index in that suite.
+    pub subject_index: String,
+    /// The platform's pseudonym of its subject in that suite.
+    pub subject_ref: SubjectRef,
+    /// Its non-identity groups under a fresh data key, if it has them.
+    pub records: Option<SealedRecords>,
+    /// Its identity group under a fresh data key.
+    pub identity: (Sealed, Vec<u8>),
 }
 
 /// A sealed secret of the store.
@@ -405,6 +484,8 @@ pub struct SealedSecret {
 
 /// What `init` stores.
 pub struct InitMaterial {
+    /// The vault's suite: KEK version 1's.
+    pub suite: Suite,
     /// KEK version 1, wrapped by the root key.
     pub kek_wrapped: Vec<u8>,
     /// The vault's secrets (receipt signing key, subject index key).
@@ -463,6 +544,8 @@ pub struct NewDeposit {
     pub consent_expires: DateTime<Utc>,
     /// Groups deposited.
     pub groups: ScopeSet,
+    /// The suite its data keys, groups and subject index are of.
+    pub suite: Suite,
     /// Blind index of the subject (for subject access).
     pub subject_index: String,
     /// The platform's pseudonym of the subject.

@@ -245,6 +245,22 @@ pub fn rewrap_wait(active_since: DateTime<Utc>, now: DateTime<Utc>) -> std::time
         .unwrap_or_default()
 }
 
+/// Whether a reseal of `read` may replace the deposit whose seal is now
+/// `now` (`None`: no such deposit): only if nothing changed it since it
+/// was read — still active (an erasure meanwhile is never undone), still
+/// of the suite read, and its data keys still the ones read (a rewrap or
+/// another reseal meanwhile is left alone; the next pass reads it again).
+/// Redemption does not change a seal, so a code redeemed meanwhile does
+/// not stop it.
+pub fn reseal_applies(read: &crate::SealedDeposit, now: Option<&crate::DepositSeal>) -> bool {
+    now.is_some_and(|now| {
+        now.state == crate::tx::DepositState::Active
+            && now.suite == read.suite
+            && now.records_key.as_ref() == read.records.as_ref().map(|r| &r.key)
+            && now.identity_key.as_ref() == read.identity.as_ref().map(|(k, _)| k)
+    })
+}
+
 /// The audit detail of `tenant.add`: its kind, purposes and pin.
 pub fn tenant_added_detail(t: &crate::TenantRow) -> String {
     let purposes: Vec<&str> = t.purposes.iter().map(|p| p.as_str()).collect();
@@ -316,6 +332,66 @@ mod tests {
             check(StoredCodeState::Revoked, later, cp),
             Err(ErrorCode::CodeRevoked)
         );
+    }
+
+    #[test]
+    fn a_reseal_replaces_only_a_deposit_unchanged_since_it_was_read() {
+        use crate::tx::DepositState;
+        use crate::{DepositSeal, Filing, Sealed, SealedDeposit, SealedRecords, Suite};
+        let key = |v: u32, b: u8| Sealed {
+            kek_version: v,
+            bytes: vec![b; 40],
+        };
+        let read = SealedDeposit {
+            filing: Filing {
+                run: 0,
+                subject_index: "s".into(),
+                deposit_id: dzl_types::DepositId::from_trusted("dep_1".into()),
+            },
+            suite: Suite::Intl,
+            platform_id: dzl_types::TenantId::from_trusted("ten_p".into()),
+            records: Some(SealedRecords {
+                key: key(1, 1),
+                device: None,
+                risk: Some(vec![9]),
+            }),
+            identity: Some((key(1, 2), vec![8])),
+        };
+        let unchanged = DepositSeal {
+            state: DepositState::Active,
+            suite: Suite::Intl,
+            records_key: Some(key(1, 1)),
+            identity_key: Some(key(1, 2)),
+        };
+        assert!(reseal_applies(&read, Some(&unchanged)));
+        assert!(!reseal_applies(&read, None), "gone");
+        let changed = [
+            DepositSeal {
+                state: DepositState::Erased,
+                records_key: None,
+                identity_key: None,
+                ..unchanged.clone()
+            },
+            DepositSeal {
+                state: DepositState::Erased,
+                ..unchanged.clone()
+            },
+            DepositSeal {
+                suite: Suite::Gm,
+                ..unchanged.clone()
+            },
+            DepositSeal {
+                records_key: Some(key(2, 1)),
+                ..unchanged.clone()
+            },
+            DepositSeal {
+                identity_key: Some(key(1, 3)),
+                ..unchanged.clone()
+            },
+        ];
+        for now in &changed {
+            assert!(!reseal_applies(&read, Some(now)), "{now:?}");
+        }
     }
 
     #[test]

@@ -17,9 +17,10 @@ use dzl_types::{CodeId, DepositId, Group, Purpose, RedemptionId, ScopeSet, Subje
 
 use crate::rules::StoredCodeState;
 use crate::{
-    AuditQuery, DataKeyKind, KekRow, KekState, KekVersion, KeyUsage, PurgeCounts, PurgePlan,
-    RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, StoreResult, StoredDataKey, TenantRow,
-    UsageQuery, UsageRow,
+    AuditQuery, DataKeyKind, DepositSeal, Filing, KekRow, KekState, KekVersion, KeyUsage,
+    PurgeCounts, PurgePlan, ResealedDeposit, RewrappedDataKey, RewrappedSecret, Sealed,
+    SealedDeposit, SealedSecret, StoreResult, StoredDataKey, Suite, TenantRow, UsageQuery,
+    UsageRow,
 };
 
 /// How a read locks the row it reads, where the backend locks rows
@@ -50,6 +51,17 @@ pub struct ChainRow {
     pub chain: ChainId,
     /// Its last entry.
     pub head: Head,
+}
+
+/// A chain's head as a writer reads it to append, with the vault's suite
+/// read in the same statement: the suite of the active KEK (`intl` before
+/// there is one), whose digest chains the entries the transaction appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTip {
+    /// The chain's last entry.
+    pub head: Head,
+    /// The vault's suite.
+    pub suite: Suite,
 }
 
 /// Whether a deposit still holds its data.
@@ -111,6 +123,8 @@ pub struct DepositRow {
 pub struct DepositInsert<'a> {
     /// The deposit row (state active).
     pub row: &'a DepositRow,
+    /// The suite its data keys, groups and subject index are of.
+    pub suite: Suite,
     /// Blind index of the subject.
     pub subject_index: &'a str,
     /// The platform's pseudonym of the subject.
@@ -288,10 +302,11 @@ pub trait Tx {
     fn key_usage(&mut self, version: u32, now: DateTime<Utc>) -> StoreResult<KeyUsage>;
     /// The newest version, 0 when there is none.
     fn max_kek_version(&mut self) -> StoreResult<u32>;
-    /// Inserts a KEK version.
+    /// Inserts a KEK version of `suite`.
     fn insert_kek(
         &mut self,
         version: u32,
+        suite: Suite,
         state: KekState,
         wrapped: &[u8],
         at: DateTime<Utc>,
@@ -416,10 +431,33 @@ pub trait Tx {
     /// wrapped by `k.from_version`; whether it changed.
     fn rewrap_data_key(&mut self, k: &RewrappedDataKey) -> StoreResult<bool>;
 
+    // ---- reseal ----
+
+    /// Active deposits of every suite, counted: `(suite, deposits)`, by
+    /// suite.
+    fn deposit_suites(&mut self) -> StoreResult<Vec<(Suite, u64)>>;
+    /// Up to `limit` active deposits of another suite than `suite`, with
+    /// what they seal, in the order of their filings, after `after`.
+    fn deposits_to_reseal(
+        &mut self,
+        suite: Suite,
+        after: Option<&Filing>,
+        limit: usize,
+    ) -> StoreResult<Vec<SealedDeposit>>;
+    /// A deposit's seal as it is now (`None`: no such deposit), its row
+    /// locked as `lock` says.
+    fn deposit_seal(&mut self, id: &DepositId, lock: Lock) -> StoreResult<Option<DepositSeal>>;
+    /// Replaces a deposit's seal by `r`: its suite, subject index and
+    /// reference, its filing (moved to the new index in the same run),
+    /// its data keys and sealed groups. Writes unconditionally: the caller
+    /// has checked [`Tx::deposit_seal`] under lock.
+    fn replace_seal(&mut self, r: &ResealedDeposit) -> StoreResult<()>;
+
     // ---- the audit trail ----
 
-    /// A chain's head (`None`: no such chain).
-    fn chain_head(&mut self, chain: ChainId, lock: Lock) -> StoreResult<Option<Head>>;
+    /// A chain's head (`None`: no such chain) and the vault's suite, in
+    /// one statement.
+    fn chain_head(&mut self, chain: ChainId, lock: Lock) -> StoreResult<Option<ChainTip>>;
     /// Appends `entries` (consecutive, of one chain) and records `head`.
     fn append_audit(
         &mut self,

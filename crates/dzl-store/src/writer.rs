@@ -20,7 +20,8 @@
 //! the calls it counts for billing, are kept here ([`TxState`]) and written
 //! once, just before COMMIT; a job's savepoint that rolls back rolls them
 //! back too. Nothing here outlives its transaction: the chain's head is
-//! read afresh (and locked) by each transaction's first entry.
+//! read afresh (and locked) by each transaction's first entry, and with it
+//! the vault's suite, whose digest chains the transaction's entries.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -29,7 +30,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dzl_audit::{AuditEntry, AuditRecord, Head};
+use dzl_audit::{AuditEntry, AuditRecord, ChainHash, Head};
+use dzl_crypto::Suite;
 use dzl_types::TenantId;
 
 use crate::tx::{ChainId, FailureWindow, Lock, Tx, UsageKey};
@@ -84,6 +86,8 @@ pub trait WriteConn: Send + 'static {
 pub struct TxState {
     chain: ChainId,
     head: Option<Head>,
+    /// The vault's suite, read with `head`.
+    suite: Suite,
     entries: Vec<AuditEntry>,
     usage: Vec<UsageKey>,
     writes: u64,
@@ -106,6 +110,7 @@ impl TxState {
         TxState {
             chain,
             head: None,
+            suite: Suite::Intl,
             entries: Vec::new(),
             usage: Vec::new(),
             writes: 0,
@@ -189,17 +194,30 @@ impl<'a> Txn<'a> {
             return Ok(head.clone());
         }
         let chain = self.st.chain;
-        let head = self.tx.chain_head(chain, Lock::Update)?.ok_or_else(|| {
+        let tip = self.tx.chain_head(chain, Lock::Update)?.ok_or_else(|| {
             StoreError::Corrupt(format!("audit chain {chain} has no recorded head"))
         })?;
-        self.st.head = Some(head.clone());
-        Ok(head)
+        self.st.suite = tip.suite;
+        self.st.head = Some(tip.head.clone());
+        Ok(tip.head)
     }
 
-    /// Appends `record` to the writer's chain.
+    /// The vault's suite as this transaction sees it: its active KEK's,
+    /// read with the chain's head.
+    pub fn suite(&mut self) -> StoreResult<Suite> {
+        self.head()?;
+        Ok(self.st.suite)
+    }
+
+    /// Appends `record` to the writer's chain, hashed with the vault's
+    /// suite's digest.
     pub fn audit(&mut self, record: AuditRecord) -> StoreResult<()> {
         let head = self.head()?;
-        let e = dzl_audit::chain(self.st.chain, head.seq, &head.hash, record);
+        let alg = match self.st.suite {
+            Suite::Intl => ChainHash::Sha256,
+            Suite::Gm => ChainHash::Sm3,
+        };
+        let e = dzl_audit::chain_with(alg, self.st.chain, head.seq, &head.hash, record);
         self.st.head = Some(Head {
             seq: e.seq,
             hash: e.hash.clone(),

@@ -481,15 +481,20 @@ pub struct SubjectAccessResponse {
 pub struct ReceiptKey {
     /// Its id, as named in receipts.
     pub key_id: String,
-    /// Always `Ed25519`.
+    /// `Ed25519` or `SM2` (`dzl_crypto::ReceiptAlgorithm`).
     pub algorithm: String,
-    /// base64url (no padding) of the 32-byte public key.
+    /// base64url (no padding) of the public key: 32 bytes (Ed25519) or
+    /// the 65-byte uncompressed point (SM2).
     pub public_key: String,
 }
 
 /// `GET /v1/receipt-keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptKeys {
+    /// The vault's cipher suite: the request signatures it accepts and the
+    /// receipts it signs (absent from a vault that predates suites: `intl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<dzl_crypto::Suite>,
     /// The keys.
     pub keys: Vec<ReceiptKey>,
 }

@@ -87,6 +87,16 @@ pub enum CliError {
         /// `; first: …` naming the first failure, or empty.
         first: String,
     },
+    /// `keys reseal` left deposits in another suite than the vault's.
+    #[error("{remaining} deposits are still sealed in another suite than the vault's ({failed} could not be opened{first}); they open as before: run `dzlctl keys reseal` again, and retire no version they use")]
+    ResealIncomplete {
+        /// Active deposits of other suites.
+        remaining: u64,
+        /// Deposits that could not be opened.
+        failed: u64,
+        /// `; first: …` naming the first failure, or empty.
+        first: String,
+    },
     /// `audit verify` found the chain broken.
     #[error("{}", broken(.0))]
     AuditChainBroken(dzl_audit::TrailError),
@@ -142,6 +152,7 @@ impl CliError {
             CliError::Crypto(_) => "crypto",
             CliError::RetireRefused(r) => r.code(),
             CliError::RewrapIncomplete { .. } => "rewrap_incomplete",
+            CliError::ResealIncomplete { .. } => "reseal_incomplete",
             CliError::AuditChainBroken(_) => "audit_chain_broken",
             CliError::FileExists(_) => "file_exists",
             CliError::NewRootKey(_) => "new_root_key",
@@ -163,6 +174,7 @@ impl CliError {
             | CliError::Crypto(_)
             | CliError::RetireRefused(_)
             | CliError::RewrapIncomplete { .. }
+            | CliError::ResealIncomplete { .. }
             | CliError::AuditChainBroken(_)
             | CliError::FileExists(_)
             | CliError::NewRootKey(_)

@@ -1,6 +1,8 @@
-//! `dzlctl init`: creates a vault — the store in the data directory, the
-//! keyring (KEK version 1, wrapped by the root key), the receipt signing key
-//! and the subject-index key — and, when `DZL_ROOT_KEY_FILE` names a file
+//! `dzlctl init`: creates a vault of a cipher suite (`--suite intl`, the
+//! default, or `gm`) — the store in the data directory, the keyring (KEK
+//! version 1 of that suite, wrapped by the root key), the receipt signing
+//! key (Ed25519 or SM2) and the subject-index key — and, when
+//! `DZL_ROOT_KEY_FILE` names a file
 //! that does not exist yet, a new root key in that file (mode 0600). With
 //! `--root-key pkcs11:…` (or `[root_key] pkcs11` configured) the root key
 //! is in a hardware module instead: used if the token holds a key of that
@@ -16,7 +18,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use clap::Args;
-use dzl_crypto::RootKeyHolder;
+use dzl_crypto::{RootKeyHolder, Suite};
 use dzl_store::admin;
 use serde::Serialize;
 
@@ -35,6 +37,12 @@ pub struct InitArgs {
     /// or [root_key] pkcs11 / DZL__ROOT_KEY__PKCS11.
     #[arg(long, value_name = "PKCS11_URI")]
     pub root_key: Option<String>,
+    /// The vault's cipher suite: intl (AES-256-GCM, HMAC-SHA256, SHA-256,
+    /// Ed25519; the default) or gm (国密: SM4-GCM, HMAC-SM3, SM3, SM2).
+    /// It decides how deposits are sealed, how tenants sign requests and
+    /// how receipts are signed; `keys rotate --suite` changes it later.
+    #[arg(long, value_name = "SUITE", value_parser = crate::keys::parse_suite)]
+    pub suite: Option<Suite>,
 }
 
 /// What `init` did.
@@ -53,12 +61,20 @@ pub struct Initialised {
     pub root_key_created: bool,
     /// The active KEK version (1).
     pub kek_version: u32,
+    /// The vault's cipher suite: `intl` or `gm`.
+    pub suite: Suite,
 }
 
 impl fmt::Display for Initialised {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Initialised a new vault.")?;
         writeln!(f, "  data dir              {}", self.data_dir.display())?;
+        writeln!(
+            f,
+            "  cipher suite          {} ({})",
+            self.suite,
+            crate::keys::suite_primitives(self.suite)
+        )?;
         writeln!(f, "  root key fingerprint  {}", self.root_key_fingerprint)?;
         if let Some(place) = &self.root_key_pkcs11 {
             let how = if self.root_key_created {
@@ -152,7 +168,8 @@ pub fn init_with(ctx: &Context, args: &InitArgs) -> Result<Initialised, CliError
         },
     };
     let store = ctx.open_store()?;
-    let fingerprint = admin::init(&*store, &*root, &ctx.actor)
+    let suite = args.suite.unwrap_or(Suite::Intl);
+    let fingerprint = admin::init_as(&*store, &*root, &ctx.actor, suite)
         .map_err(|e| from_admin(e, &ctx.data_dir, &root.fingerprint()))?;
     Ok(Initialised {
         data_dir: std::fs::canonicalize(&ctx.data_dir).unwrap_or_else(|_| ctx.data_dir.clone()),
@@ -165,6 +182,7 @@ pub fn init_with(ctx: &Context, args: &InitArgs) -> Result<Initialised, CliError
         root_key_pkcs11: place,
         root_key_created: created,
         kek_version: 1,
+        suite,
     })
 }
 

@@ -180,7 +180,9 @@ pub enum Command {
     ///
     /// Creates the data directory and its store, a keyring whose first key
     /// (KEK version 1) is wrapped by the root key, the receipt signing key
-    /// and the subject-index key. When DZL_ROOT_KEY_FILE names a file that
+    /// and the subject-index key, in the cipher suite --suite names: intl
+    /// (the default) or gm (国密: SM4-GCM, HMAC-SM3, SM3, SM2; tenants then
+    /// sign requests with HMAC-SM3). When DZL_ROOT_KEY_FILE names a file that
     /// does not exist yet, a new random root key is written there first
     /// (mode 0600); otherwise the root key is read from DZL_ROOT_KEY_FILE or
     /// DZL_ROOT_KEY.
@@ -192,8 +194,10 @@ pub enum Command {
     #[command(
         verbatim_doc_comment,
         after_help = "\
-Example:
-  DZL_ROOT_KEY_FILE=/etc/dzl/root.key dzlctl --data-dir /var/lib/dzl init"
+Examples:
+  DZL_ROOT_KEY_FILE=/etc/dzl/root.key dzlctl --data-dir /var/lib/dzl init
+  dzlctl --data-dir /var/lib/dzl init --suite gm \\
+    --root-key 'pkcs11:token=dzl;object=root?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/dzl/hsm.pin'"
     )]
     Init(init::InitArgs),
     /// Manage tenants: add, list, suspend, resume, rotate their secrets.

@@ -5,13 +5,32 @@
 //!
 //! ```text
 //! cargo run -p dzl-examples --bin end_to_end
+//! cargo run -p dzl-examples --bin end_to_end -- --suite gm
 //! ```
+//!
+//! With `--suite gm` the vault is a `gm` (国密) one: SM4-GCM storage,
+//! HMAC-SM3 request signatures, SM2 receipts; the SDK learns it by itself.
 
+use anyhow::Context as _;
 use dzl_examples::{run_flow, Sandbox};
+use dzl_sdk::Suite;
+
+/// `--suite intl|gm`, `intl` when absent.
+fn suite() -> anyhow::Result<Suite> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(Suite::Intl),
+        [flag, name] if flag == "--suite" => name
+            .parse()
+            .ok()
+            .with_context(|| format!("--suite {name}: expected intl or gm")),
+        _ => anyhow::bail!("usage: end_to_end [--suite intl|gm]"),
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let sandbox = Sandbox::start()?;
+    let sandbox = Sandbox::start_as(suite()?)?;
     println!("vault: serving {} over a temporary store", sandbox.url());
     let report = run_flow(
         sandbox.url(),

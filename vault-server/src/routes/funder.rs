@@ -139,12 +139,13 @@ fn release(keys: &VaultKeys, funder: &TenantId, r: Redeemed) -> ApiResult<Redemp
     let signed = String::from_utf8(crate::jcs::to_vec(&body))
         .map_err(|e| ApiError::internal("receipt", e))?;
     let signer = keys
-        .receipt_signers
-        .last()
+        .receipt_signer()
         .ok_or_else(|| ApiError::internal("receipts", "no receipt signing key"))?;
     let receipt = Receipt {
         key_id: signer.key_id().to_owned(),
-        signature: signer.sign_b64url(signed.as_bytes()),
+        signature: signer
+            .try_sign_b64url(signed.as_bytes())
+            .map_err(|e| ApiError::internal("signing a receipt", e))?,
         signed,
     };
     let consent: Consent = serde_json::from_str(&r.consent_json)

@@ -3,7 +3,6 @@
 use actix_web::{HttpRequest, HttpResponse};
 use dzl_types::wire::SubjectAccessRequest;
 
-use super::platform::subject_key;
 use super::{block, call, State};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, Operator, Signed};
@@ -22,14 +21,14 @@ pub async fn subject_access(
         dzl_types::domain::today_in_china(),
     )
     .map_err(|e| ApiError::invalid("/id_number", format!("/id_number: {e}")))?;
-    let subject = subject_key(r.id_type.as_str(), &r.id_number);
-    let index = dzl_crypto::blind_index(
-        &caller.loaded.keys.subject_index,
-        "subject",
-        subject.as_bytes(),
-    );
+    // Both suites' indexes: deposits made before the vault changed suite,
+    // and erased ones, keep the index they were filed under.
+    let indexes = caller
+        .loaded
+        .keys
+        .subject_indexes(r.id_type.as_str(), &r.id_number);
     let c = call(&state, &caller.tenant.id, "subject_access.query");
-    let report = block(&state, move |s| s.subject_access(&c, &index)).await?;
+    let report = block(&state, move |s| s.subject_access(&c, &indexes)).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(report))

@@ -44,11 +44,14 @@ pub async fn receipt_keys(state: State) -> ApiResult<HttpResponse> {
         .iter()
         .map(|s| ReceiptKey {
             key_id: s.key_id().to_owned(),
-            algorithm: "Ed25519".into(),
+            algorithm: s.algorithm().as_str().into(),
             public_key: s.public_key_b64url(),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(ReceiptKeys { keys }))
+    Ok(HttpResponse::Ok().json(ReceiptKeys {
+        suite: Some(loaded.keys.suite()),
+        keys,
+    }))
 }
 
 /// `GET /v1/openapi.json`.

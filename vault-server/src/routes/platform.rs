@@ -2,13 +2,13 @@
 //! erase.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use dzl_crypto::DataKey;
-use dzl_store::admin::sealed;
-use dzl_store::{DataKeyKind, NewCode, NewDeposit};
+use dzl_crypto::Suite;
+use dzl_store::admin;
+use dzl_store::{NewCode, NewDeposit};
 use dzl_types::code::CodeSecret;
 use dzl_types::rules::TtlPolicy;
 use dzl_types::wire::{DepositRequest, DepositResponse, IssueCodeRequest, IssuedCode};
-use dzl_types::{CodeId, DepositId, ErrorCode, Group, ScopeSet, SubjectRef, TenantId};
+use dzl_types::{CodeId, DepositId, ErrorCode, ScopeSet, TenantId};
 use serde::Deserialize;
 
 use super::{block, call, path_id, submit, State};
@@ -29,8 +29,11 @@ pub fn unix_ms(state: &AppState) -> u64 {
     u64::try_from(state.now().timestamp_millis()).unwrap_or(0)
 }
 
+/// A fresh code for `funder`, its secret hashed as a vault of `suite`
+/// hashes it.
 fn new_code(
     state: &AppState,
+    suite: Suite,
     funder: TenantId,
     scopes: ScopeSet,
     ttl: u32,
@@ -43,7 +46,7 @@ fn new_code(
             unix_ms(state),
             &state.rng,
         )?),
-        secret_hash: secret.hash().to_vec(),
+        secret_hash: secret.hash_for(suite),
         funder_id: funder,
         scopes,
         ttl_seconds: ttl,
@@ -62,22 +65,6 @@ fn issued(created: dzl_store::CreatedCode, secret: CodeSecret) -> IssuedCode {
     }
 }
 
-fn seal_group(
-    rng: &dzl_crypto::SystemRandom,
-    deposit: &DepositId,
-    group: Group,
-    dk: &DataKey,
-    json: &[u8],
-) -> ApiResult<Vec<u8>> {
-    Ok(dzl_crypto::seal_record(
-        dk,
-        deposit.as_str(),
-        group.as_str(),
-        json,
-        rng,
-    )?)
-}
-
 fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| ApiError::internal("serialising a record", e))
 }
@@ -94,47 +81,38 @@ pub async fn create_deposit(
     let ttls = dzl_store::ops::deposit::check_request(&d, state.now(), skew, ttl_policy(&state))
         .map_err(ApiError::violation)?;
     let groups = d.groups();
+    let keys = &caller.loaded.keys;
+    let suite = keys.suite();
     let mut codes = Vec::with_capacity(d.grants.len());
     let mut secrets = Vec::with_capacity(d.grants.len());
     for (g, ttl) in d.grants.iter().zip(ttls) {
-        let (code, secret) = new_code(&state, g.funder_id.clone(), g.scopes, ttl)?;
+        let (code, secret) = new_code(&state, suite, g.funder_id.clone(), g.scopes, ttl)?;
         codes.push(code);
         secrets.push(secret);
     }
 
-    // Seal: fresh data keys; applicant under its own key, kept apart.
-    let keys = &caller.loaded.keys;
+    // Seal in the vault's suite: fresh data keys; applicant under its own,
+    // kept apart.
     let rng = &state.rng;
     let id = DepositId::from_trusted(dzl_crypto::new_ordered_id("dep", unix_ms(&state), rng)?);
-    let identity_dk = DataKey::generate(rng)?;
-    let records_dk = DataKey::generate(rng)?;
-    let identity = seal_group(
+    let device = d.device.as_ref().map(to_json).transpose()?;
+    let risk = d.risk.as_ref().map(to_json).transpose()?;
+    let sealed = admin::seal_groups(
+        &keys.keyring,
         rng,
         &id,
-        Group::Applicant,
-        &identity_dk,
         &to_json(&d.applicant)?,
+        device.as_deref(),
+        risk.as_deref(),
     )?;
-    let mut records = Vec::new();
-    if let Some(device) = &d.device {
-        records.push((
-            Group::Device,
-            seal_group(rng, &id, Group::Device, &records_dk, &to_json(device)?)?,
-        ));
-    }
-    if let Some(risk) = &d.risk {
-        records.push((
-            Group::Risk,
-            seal_group(rng, &id, Group::Risk, &records_dk, &to_json(risk)?)?,
-        ));
-    }
-    let subject = subject_key(d.applicant.id_type.as_str(), d.applicant.id_number.as_str());
-    let subject_index = dzl_crypto::blind_index(&keys.subject_index, "subject", subject.as_bytes());
-    let platform_ref = format!("{}\n{subject}", caller.tenant.id);
-    let subject_ref = SubjectRef::from_trusted(format!(
-        "sub_{}",
-        &dzl_crypto::blind_index(&keys.subject_index, "subject-ref", platform_ref.as_bytes())[..32]
-    ));
+    let (id_type, id_number) = (d.applicant.id_type.as_str(), d.applicant.id_number.as_str());
+    let subject_ref = admin::subject_ref(
+        suite,
+        &keys.subject_index,
+        &caller.tenant.id,
+        id_type,
+        id_number,
+    );
     let consent_json =
         serde_json::to_string(&d.consent).map_err(|e| ApiError::internal("consent", e))?;
     let new = NewDeposit {
@@ -146,20 +124,13 @@ pub async fn create_deposit(
         consent_scopes: d.consent.scopes,
         consent_expires: d.consent.expires_at,
         groups,
-        subject_index,
+        suite,
+        subject_index: keys.subject_index(id_type, id_number),
         subject_ref: subject_ref.clone(),
-        records_key: sealed(keys.keyring.wrap_data_key(
-            &records_dk,
-            id.as_str(),
-            DataKeyKind::Records.as_str(),
-        )?),
-        records,
-        identity_key: sealed(keys.keyring.wrap_data_key(
-            &identity_dk,
-            id.as_str(),
-            DataKeyKind::Identity.as_str(),
-        )?),
-        identity,
+        records_key: sealed.records_key,
+        records: sealed.records,
+        identity_key: sealed.identity_key,
+        identity: sealed.identity,
         codes,
     };
     let created = submit(&state, move |s, reply| s.submit_deposit(new, reply)).await?;
@@ -175,11 +146,6 @@ pub async fn create_deposit(
     }))
 }
 
-/// The subject key of the blind index: id type and number.
-pub fn subject_key(id_type: &str, id_number: &str) -> String {
-    format!("{id_type}\n{id_number}")
-}
-
 /// `POST /v1/deposits/{deposit_id}/codes`.
 pub async fn issue_code(
     state: State,
@@ -192,7 +158,8 @@ pub async fn issue_code(
     let r: IssueCodeRequest = parse_json(&req, &body)?;
     let ttl = dzl_types::rules::resolve_ttl(ttl_policy(&state), r.ttl_seconds, "")
         .map_err(ApiError::violation)?;
-    let (code, secret) = new_code(&state, r.funder_id.clone(), r.scopes, ttl)?;
+    let suite = caller.loaded.keys.suite();
+    let (code, secret) = new_code(&state, suite, r.funder_id.clone(), r.scopes, ttl)?;
     let c = call(&state, &caller.tenant.id, "code.issue");
     let created = block(&state, move |s| s.issue_code(&c, &deposit, code)).await?;
     Ok(HttpResponse::Created().json(issued(created, secret)))

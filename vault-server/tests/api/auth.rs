@@ -1,7 +1,6 @@
 //! Signed requests: every failure is refused before anything happens, and a
 //! tenant touches only what it owns.
 
-use dzl_sdk::Signer;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -24,7 +23,7 @@ async fn signature_failures_replays_and_skew_are_refused() {
         .unwrap();
     assert_problem(&r, 401, "missing_signature");
 
-    let wrong = Signer::new(s.key_id(), "not-the-secret");
+    let wrong = signer(s.key_id(), "not-the-secret");
     let r = c
         .send_with(
             "POST",
@@ -36,7 +35,7 @@ async fn signature_failures_replays_and_skew_are_refused() {
         .unwrap();
     assert_problem(&r, 401, "invalid_signature");
 
-    let unknown = Signer::new("k_unknown", "whatever");
+    let unknown = signer("k_unknown", "whatever");
     let r = c
         .send_with(
             "POST",
@@ -231,7 +230,7 @@ async fn rate_limits_answer_429_with_retry_after() {
     off_rt(|| app.state.reload(true));
     let slow = Tenant {
         id: slow.tenant_id.to_string(),
-        signer: Signer::new(slow.key_id, slow.secret.as_str()),
+        signer: signer(&slow.key_id, slow.secret.as_str()),
     };
     // A burst of 12 at once against 3 tokens (refilling 3/s): whatever the
     // latency of one request, most of the burst finds the bucket empty.
@@ -360,4 +359,56 @@ async fn a_pinned_tenant_is_refused_without_its_certificate_and_the_refusal_is_a
         )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.json());
+}
+
+/// The other suite of the vault under test.
+fn other_suite() -> dzl_crypto::Suite {
+    match suite() {
+        dzl_crypto::Suite::Intl => dzl_crypto::Suite::Gm,
+        dzl_crypto::Suite::Gm => dzl_crypto::Suite::Intl,
+    }
+}
+
+/// A vault accepts only its own suite's request signature: the other
+/// suite's, or an algorithm nobody knows, is refused as such, before the
+/// signature is even checked, and nothing happens.
+#[actix_web::test]
+async fn a_request_signed_with_another_suites_algorithm_is_refused_as_such() {
+    let app = spawn_app().await;
+    let body = serde_json::to_vec(&deposit_body("ALG-1", json!([]))).unwrap();
+    let c = app.client(&app.platform);
+    let s = &app.platform.signer;
+    let send = |h| c.send_with("POST", "/v1/deposits", &body, Some(h));
+
+    let other = s.clone().for_suite(other_suite());
+    let r = send(other.sign("POST", "/v1/deposits", &body))
+        .await
+        .unwrap();
+    assert_problem(&r, 401, "unsupported_signature_algorithm");
+    let expected = dzl_types::signing::SignatureAlgorithm::for_suite(suite()).as_str();
+    assert_eq!(
+        r.json()["detail"],
+        format!("This vault accepts only {expected} request signatures")
+    );
+
+    let mut h = s.sign("POST", "/v1/deposits", &body);
+    let tag = h.signature.rsplit(' ').next().unwrap().to_owned();
+    h.signature = format!("HMAC-MD5 {tag}");
+    assert_problem(
+        &send(h).await.unwrap(),
+        401,
+        "unsupported_signature_algorithm",
+    );
+
+    let mut h = s.sign("POST", "/v1/deposits", &body);
+    h.signature = format!("{expected} not base64!");
+    assert_problem(&send(h).await.unwrap(), 400, "invalid_header");
+
+    // The vault's own algorithm, named explicitly, is accepted; nothing
+    // refused above was stored.
+    let mut h = s.sign("POST", "/v1/deposits", &body);
+    let own = h.signature.rsplit(' ').next().unwrap().to_owned();
+    h.signature = format!("{expected} {own}");
+    let r = send(h).await.unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
 }

@@ -42,8 +42,11 @@ async fn deposit_redeem_verify_receipt_and_report_outcome() {
         .iter()
         .find(|k| k["key_id"] == receipt["key_id"])
         .unwrap();
+    assert_eq!(keys["suite"], suite().as_str());
+    assert_eq!(key["algorithm"], receipt_algorithm().as_str());
     let signed = receipt["signed"].as_str().unwrap();
-    dzl_crypto::verify_receipt_signature(
+    dzl_crypto::verify_receipt_signature_with(
+        receipt_algorithm(),
         key["public_key"].as_str().unwrap(),
         signed.as_bytes(),
         receipt["signature"].as_str().unwrap(),
@@ -51,7 +54,8 @@ async fn deposit_redeem_verify_receipt_and_report_outcome() {
     .expect("receipt verifies");
     let mut tampered = signed.replace("applicant", "applicanT");
     tampered.push(' ');
-    assert!(dzl_crypto::verify_receipt_signature(
+    assert!(dzl_crypto::verify_receipt_signature_with(
+        receipt_algorithm(),
         key["public_key"].as_str().unwrap(),
         tampered.as_bytes(),
         receipt["signature"].as_str().unwrap()

@@ -1,11 +1,18 @@
 //! The test harness: a real server on port 0 over a fresh temporary store,
 //! with a platform, two funders and an operator, and a movable clock.
+//!
+//! The same tests run in three configurations: an `intl` vault over SQLite
+//! (the default), over PostgreSQL (`DZL_TEST_BACKEND=postgres`), and a
+//! `gm` vault whose root key is in SoftHSM2 (`DZL_TEST_SUITE=gm`: the
+//! vault made with `init --suite gm`, tenants signing with HMAC-SM3,
+//! receipts in SM2, the root key an AES key in a SoftHSM2 token this
+//! harness sets up; skipped loudly where SoftHSM2 is not installed).
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{Duration, Utc};
-use dzl_crypto::RootKey;
+use dzl_crypto::{ReceiptAlgorithm, RootKey, RootKeyHolder, Suite};
 use dzl_sdk::{RawClient, RawResponse, Signer};
 use dzl_store::admin::{self, NewTenant};
 use dzl_store::{SqliteStore, TenantKind};
@@ -30,7 +37,7 @@ pub struct TestApp {
     pub _database: Option<dzl_store_pg::testing::TestDatabase>,
     /// Kept so the store outlives the test.
     pub _dir: tempfile::TempDir,
-    pub root: Arc<RootKey>,
+    pub root: Arc<dyn RootKeyHolder>,
     pub platform: Tenant,
     pub other_platform: Tenant,
     pub funder: Tenant,
@@ -59,10 +66,50 @@ pub fn new_root() -> RootKey {
     RootKey::generate(&dzl_crypto::SystemRandom::new()).expect("rng")
 }
 
+/// The suite of the vaults under test: `gm` when `DZL_TEST_SUITE=gm`,
+/// else `intl`.
+pub fn suite() -> Suite {
+    match std::env::var("DZL_TEST_SUITE").as_deref() {
+        Ok("gm") => Suite::Gm,
+        Ok("intl") | Err(_) => Suite::Intl,
+        Ok(other) => panic!("DZL_TEST_SUITE={other}: expected gm or intl"),
+    }
+}
+
+/// The receipt algorithm of [`suite`].
+pub fn receipt_algorithm() -> ReceiptAlgorithm {
+    ReceiptAlgorithm::for_suite(suite())
+}
+
+/// Credentials signing with the algorithm of [`suite`].
+pub fn signer(key_id: &str, secret: &str) -> Signer {
+    Signer::new(key_id, secret).for_suite(suite())
+}
+
+/// The root key of a `gm` test vault: an AES key in the test SoftHSM2's
+/// token, made once per process; each vault opens it with a session of
+/// its own. `None` (said on stderr) when SoftHSM2 is not installed.
+fn hsm_root(test: &str) -> Option<Arc<dyn RootKeyHolder>> {
+    const TOKEN: &str = "dzl-api";
+    static URI: OnceLock<Option<dzl_hsm::Pkcs11Uri>> = OnceLock::new();
+    let uri = URI.get_or_init(|| {
+        let hsm = dzl_hsm::softhsm::shared(&[TOKEN], test)?;
+        let uri = dzl_hsm::Pkcs11Uri::parse(&hsm.uri(TOKEN, "api-root")).expect("uri");
+        dzl_hsm::Pkcs11Root::open_or_create(&uri).expect("the root key in SoftHSM2");
+        Some(uri)
+    });
+    match uri {
+        Some(uri) => Some(Arc::new(
+            dzl_hsm::Pkcs11Root::open(uri).expect("the root key in SoftHSM2"),
+        )),
+        None => None,
+    }
+}
+
 /// Initialises a store in `dir` with the test tenants.
 pub fn provision(
     dir: &std::path::Path,
-    root: &RootKey,
+    root: &dyn RootKeyHolder,
     other_funder_scopes: Option<&str>,
 ) -> Vec<Tenant> {
     let store = SqliteStore::open(dir).expect("open store");
@@ -71,13 +118,14 @@ pub fn provision(
     t
 }
 
-/// Initialises `store` with the test tenants (any backend).
+/// Initialises `store` as a vault of [`suite`] with the test tenants (any
+/// backend).
 pub fn provision_store(
     store: &dyn dzl_store::Store,
-    root: &RootKey,
+    root: &dyn RootKeyHolder,
     other_funder_scopes: Option<&str>,
 ) -> Vec<Tenant> {
-    admin::init(store, root, "test").expect("init");
+    admin::init_as(store, root, "test", suite()).expect("init");
     let keys = admin::load_keys(store, root).expect("keys");
     let add = |kind, name: &str, scopes: Option<&str>, purposes: Vec<dzl_types::Purpose>| {
         let c = admin::add_tenant(
@@ -96,7 +144,7 @@ pub fn provision_store(
         .expect("tenant");
         Tenant {
             id: c.tenant_id.to_string(),
-            signer: Signer::new(c.key_id.clone(), c.secret.as_str()),
+            signer: signer(&c.key_id, c.secret.as_str()),
         }
     };
     let t = vec![
@@ -135,10 +183,23 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
+/// The root key of a test vault: in SoftHSM2 for a `gm` vault, else a
+/// fresh key in memory. A `gm` run without SoftHSM2 stops here: asking for
+/// that configuration on a machine without it is a mistake of the caller
+/// (`scripts/test` checks first, and says loudly that it skips it).
+pub fn test_root() -> Arc<dyn RootKeyHolder> {
+    match suite() {
+        Suite::Gm => hsm_root("the API suite on a gm vault").unwrap_or_else(|| {
+            panic!("DZL_TEST_SUITE=gm needs SoftHSM2 (apt-get install softhsm2)")
+        }),
+        Suite::Intl => Arc::new(new_root()),
+    }
+}
+
 pub async fn spawn_app_with(opts: Options) -> TestApp {
     crate::pii::install();
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = new_root();
+    let root = test_root();
     let mut settings = opts.settings;
     let mut database = None;
     let tenants = match postgres_url() {
@@ -146,14 +207,14 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
             let (db, t) = off_rt(|| {
                 let db = dzl_store_pg::testing::fresh_database(&admin_url).expect("fresh database");
                 let store = dzl_store_pg::connect(db.url(), Default::default()).expect("connect");
-                let t = provision_store(&store, &root, opts.other_funder_scopes);
+                let t = provision_store(&store, &*root, opts.other_funder_scopes);
                 (db, t)
             });
             settings.store.url = Some(db.url().to_owned());
             database = Some(db);
             t
         }
-        None => provision(dir.path(), &root, opts.other_funder_scopes),
+        None => provision(dir.path(), &*root, opts.other_funder_scopes),
     };
     let mut tenants = tenants.into_iter();
     settings.store.data_dir = dir.path().to_owned();
@@ -162,8 +223,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let offset_ms = Arc::new(AtomicI64::new(0));
     let off = offset_ms.clone();
     let clock = Arc::new(move || Utc::now() + Duration::milliseconds(off.load(Ordering::SeqCst)));
-    let root = Arc::new(root);
-    let app = Application::build_with_clock(settings, clone_root(&root), clock).expect("build");
+    let app = Application::build_with_clock(settings, root.clone(), clock).expect("build");
     let base = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     actix_web::rt::spawn(app.run());
@@ -181,10 +241,6 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         state,
         offset_ms,
     }
-}
-
-pub fn clone_root(root: &RootKey) -> RootKey {
-    RootKey::from_base64(&root.to_base64()).expect("root key")
 }
 
 pub fn consent(scopes: &[&str]) -> Value {

@@ -381,7 +381,7 @@ async fn names_refuse_invisible_and_bidirectional_characters() {
 /// window becomes one audit entry with its count, not one per attempt.
 #[actix_web::test]
 async fn failed_authentications_are_throttled_and_audited_once_a_window() {
-    use dzl_sdk::{RawClient, Signer};
+    use dzl_sdk::RawClient;
     let mut opts = Options::default();
     opts.settings.limits.auth_failures_per_key_per_minute = 5;
     opts.settings.limits.auth_failures_per_source_per_minute = 12;
@@ -392,7 +392,7 @@ async fn failed_authentications_are_throttled_and_audited_once_a_window() {
     };
     let forged = RawClient::new(
         app.base.clone(),
-        Some(Signer::new(app.platform.signer.key_id(), "not-the-secret")),
+        Some(signer(app.platform.signer.key_id(), "not-the-secret")),
     );
     let body = serde_json::to_vec(&deposit_body("THROTTLE-1", json!([]))).unwrap();
     for i in 0..8 {
@@ -415,7 +415,7 @@ async fn failed_authentications_are_throttled_and_audited_once_a_window() {
         .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // Four more failures naming no known key id spend the source's 12.
-    let unknown = RawClient::new(app.base.clone(), Some(Signer::new("k_nobody", "x")));
+    let unknown = RawClient::new(app.base.clone(), Some(signer("k_nobody", "x")));
     for _ in 0..4 {
         let r = unknown.send("POST", "/v1/deposits", &body).await.unwrap();
         assert_problem(&r, 401, "invalid_signature");

@@ -306,13 +306,13 @@ impl Matrix {
                 ((401, "missing_signature"), (resp, before))
             }
             Attack::BadSignature => {
-                let s = Signer::new(owner.signer.key_id(), "not-the-secret");
+                let s = signer(owner.signer.key_id(), "not-the-secret");
                 let before = (self.snapshot(), self.audit_head());
                 let resp = self.send(&r, Some(self.sign(&s, &r))).await;
                 ((401, "invalid_signature"), (resp, before))
             }
             Attack::UnknownKey => {
-                let s = Signer::new("k_000000000000000000000000", "whatever");
+                let s = signer("k_000000000000000000000000", "whatever");
                 let before = (self.snapshot(), self.audit_head());
                 let resp = self.send(&r, Some(self.sign(&s, &r))).await;
                 ((401, "invalid_signature"), (resp, before))
@@ -480,7 +480,7 @@ async fn every_signed_endpoint_refuses_every_attack_and_changes_nothing() {
                 who,
                 Tenant {
                     id: c.tenant_id.to_string(),
-                    signer: Signer::new(c.key_id.clone(), c.secret.as_str()),
+                    signer: signer(&c.key_id, c.secret.as_str()),
                 },
             )
         })

@@ -15,7 +15,7 @@ async fn replica(app: &TestApp) -> String {
     let mut settings = app.state.settings.clone();
     settings.server.bind = "127.0.0.1:0".into();
     settings.server.workers = 2;
-    let replica = Application::build(settings, clone_root(&app.root)).expect("replica");
+    let replica = Application::build(settings, app.root.clone()).expect("replica");
     let base = format!("http://127.0.0.1:{}", replica.port());
     actix_web::rt::spawn(replica.run());
     base

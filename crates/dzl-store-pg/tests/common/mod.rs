@@ -136,6 +136,17 @@ impl Backdoor for Sql {
         assert_eq!(n, 1);
     }
 
+    fn set_entry_alg(&mut self, chain: ChainId, seq: i64, alg: Option<&str>) {
+        let n = self.unguarded(|tx| {
+            tx.execute(
+                "UPDATE dzl.audit SET alg = $3 WHERE chain = $1 AND seq = $2",
+                &[&chain, &seq, &alg],
+            )
+            .unwrap()
+        });
+        assert_eq!(n, 1);
+    }
+
     fn delete_entry(&mut self, chain: ChainId, seq: i64) {
         let n = self.unguarded(|tx| {
             tx.execute(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use dzl_crypto::{DataKey, RootKey, SystemRandom};
+use dzl_crypto::{DataKey, RootKey, Suite, SystemRandom};
 use dzl_types::code::CodeSecret;
 use dzl_types::{
     AuthCode, CodeId, DepositId, Group, Purpose, RedemptionId, ScopeSet, SubjectRef, TenantId,
@@ -30,11 +30,16 @@ pub struct Fixture<F: Factory> {
 }
 
 impl<F: Factory> Fixture<F> {
-    /// Opens a store and initialises the vault (`admin::init`).
+    /// Opens a store and initialises an `intl` vault (`admin::init`).
     pub fn new(factory: F) -> Self {
+        Self::with_suite(factory, Suite::Intl)
+    }
+
+    /// Opens a store and initialises a vault of `suite` (`admin::init_as`).
+    pub fn with_suite(factory: F, suite: Suite) -> Self {
         let store = factory.open();
         let root = RootKey::generate(&SystemRandom::new()).unwrap();
-        admin::init(&store, &root, "cli:test").unwrap();
+        admin::init_as(&store, &root, "cli:test", suite).unwrap();
         Fixture {
             store,
             root,
@@ -167,15 +172,17 @@ pub fn new_deposit(
     now: DateTime<Utc>,
 ) -> (NewDeposit, Vec<CodeSecret>) {
     let rng = SystemRandom::new();
+    let suite = p.keys.suite();
     let id = DepositId::from_trusted(dzl_crypto::new_id("dep", &rng).unwrap());
-    let identity_dk = DataKey::generate(&rng).unwrap();
-    let records_dk = DataKey::generate(&rng).unwrap();
-    let seal = |dk: &DataKey, g: Group, json: &str| {
-        dzl_crypto::seal_record(dk, id.as_str(), g.as_str(), json.as_bytes(), &rng).unwrap()
-    };
-    let wrap = |dk: &DataKey, kind: &str| {
-        admin::sealed(p.keys.keyring.wrap_data_key(dk, id.as_str(), kind).unwrap())
-    };
+    let groups = admin::seal_groups(
+        &p.keys.keyring,
+        &rng,
+        &id,
+        APPLICANT.as_bytes(),
+        Some(DEVICE.as_bytes()),
+        Some(RISK.as_bytes()),
+    )
+    .unwrap();
     let consent_end = now + Duration::days(365);
     let consent = serde_json::json!({
         "consent_id": "CNS-77", "granted_at": now, "expires_at": consent_end,
@@ -187,14 +194,13 @@ pub fn new_deposit(
         let secret = CodeSecret::generate(&rng).unwrap();
         codes.push(NewCode {
             code_id: CodeId::from_trusted(dzl_crypto::new_id("cod", &rng).unwrap()),
-            secret_hash: secret.hash().to_vec(),
+            secret_hash: secret.hash_for(suite),
             funder_id: p.funder.tenant_id.clone(),
             scopes: ScopeSet::parse_list(g).unwrap(),
             ttl_seconds: 3600,
         });
         secrets.push(secret);
     }
-    let subject_index = subject_index(p);
     let deposit = NewDeposit {
         call: at_call(&p.platform.tenant_id, "deposit.create", now),
         id: id.clone(),
@@ -204,27 +210,31 @@ pub fn new_deposit(
         consent_scopes: ScopeSet::ALL,
         consent_expires: consent_end,
         groups: ScopeSet::ALL,
-        subject_index,
-        subject_ref: SubjectRef::from_trusted("sub_test".into()),
-        records_key: wrap(&records_dk, "records"),
-        records: vec![
-            (Group::Device, seal(&records_dk, Group::Device, DEVICE)),
-            (Group::Risk, seal(&records_dk, Group::Risk, RISK)),
-        ],
-        identity_key: wrap(&identity_dk, "identity"),
-        identity: seal(&identity_dk, Group::Applicant, APPLICANT),
+        suite,
+        subject_index: subject_index(p),
+        subject_ref: admin::subject_ref(
+            suite,
+            &p.keys.subject_index,
+            &p.platform.tenant_id,
+            SUBJECT.0,
+            SUBJECT.1,
+        ),
+        records_key: groups.records_key,
+        records: groups.records,
+        identity_key: groups.identity_key,
+        identity: groups.identity,
         codes,
     };
     (deposit, secrets)
 }
 
-/// The blind index every deposit of [`new_deposit`] is filed under.
+/// The id type and number of [`APPLICANT`].
+pub const SUBJECT: (&str, &str) = ("resident_id", "11010519491231002X");
+
+/// The blind index every deposit of [`new_deposit`] is filed under, in the
+/// vault's suite.
 pub fn subject_index(p: &Parties) -> String {
-    dzl_crypto::blind_index(
-        &p.keys.subject_index,
-        "subject",
-        b"resident_id\n11010519491231002X",
-    )
+    p.keys.subject_index(SUBJECT.0, SUBJECT.1)
 }
 
 /// Stores [`new_deposit`] now through `store`.
@@ -329,6 +339,7 @@ pub fn deposit_at(store: &dyn Store, p: &Parties, name: &str, at: DateTime<Utc>,
             consent_scopes: ScopeSet::parse_list("applicant,risk").unwrap(),
             consent_expires: consent_end,
             groups: ScopeSet::parse_list("applicant,risk").unwrap(),
+            suite: p.keys.suite(),
             subject_index: name.into(),
             subject_ref: SubjectRef::from_trusted(format!("sub_{name}")),
             records_key: wrap("records"),

@@ -24,7 +24,8 @@
 //! lifecycle and the request path), [`audit`] (the chains and what
 //! tampering with them shows), [`replicas`] (several stores on one backing
 //! store, and what survives a restart), [`tamper`] (stored ciphertext and
-//! wrapped keys), [`model`] (exactly-once redemption against a model).
+//! wrapped keys), [`model`] (exactly-once redemption against a model),
+//! [`suites`] (a `gm` vault, a change of suite, and `keys reseal`).
 //! [`fixture`] holds what they share.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -34,6 +35,7 @@ pub mod fixture;
 pub mod model;
 pub mod replicas;
 pub mod store;
+pub mod suites;
 pub mod tamper;
 
 use dzl_audit::{AuditEntry, Head};
@@ -129,6 +131,9 @@ pub struct DepositRows {
 pub trait Backdoor {
     /// Sets the `actor` of entry `seq` of `chain`, leaving its hash.
     fn alter_entry(&mut self, chain: ChainId, seq: i64, actor: &str);
+    /// Sets the stored hash name (`alg`) of entry `seq` of `chain`
+    /// (`None`: SHA-256), leaving its hash.
+    fn set_entry_alg(&mut self, chain: ChainId, seq: i64, alg: Option<&str>);
     /// Deletes entry `seq` of `chain`.
     fn delete_entry(&mut self, chain: ChainId, seq: i64);
     /// Swaps the places (seqs) of entries `a` and `b` of `chain`.
@@ -194,6 +199,11 @@ macro_rules! store_conformance_suite {
             tamper::a_flipped_byte_in_a_stored_ciphertext_or_data_key_never_opens,
             tamper::a_flipped_byte_in_a_kek_or_a_sealed_secret_never_opens,
             model::codes_redeem_exactly_once_and_statuses_follow_the_model,
+            suites::a_gm_vault_seals_and_chains_in_gm,
+            suites::a_vault_rotated_to_the_other_suite_follows_it_at_once,
+            suites::a_reseal_moves_every_deposit_and_the_old_suite_retires,
+            suites::a_reseal_leaves_alone_a_deposit_changed_since_it_was_read,
+            suites::a_reseal_runs_while_another_store_redeems_and_erases,
         );
     };
     ($fresh:expr, several_chains) => {

@@ -228,6 +228,7 @@ impl<'a> World<'a> {
                 consent_scopes: ScopeSet::parse_list("applicant,risk").unwrap(),
                 consent_expires: self.consent_end,
                 groups: ScopeSet::parse_list("applicant,risk").unwrap(),
+                suite: dzl_crypto::Suite::Intl,
                 subject_index: format!("subject-{n}"),
                 subject_ref: SubjectRef::from_trusted(format!("sub_{n}")),
                 records_key: wrap(&records_dk, "records"),

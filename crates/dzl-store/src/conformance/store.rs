@@ -110,7 +110,7 @@ pub fn rotation_keeps_old_versions_and_another_store_sees_it<F: Factory>(factory
     );
     assert_eq!(admin::rotate_keys(&*other, root, "cli:test").unwrap(), 3);
     assert!(matches!(
-        store.rotate_kek("cli:test", 3, vec![0; 60]),
+        store.rotate_kek("cli:test", 3, dzl_crypto::Suite::Intl, vec![0; 60], vec![]),
         Err(StoreError::Invalid(_))
     ));
     assert_eq!(
@@ -199,7 +199,7 @@ pub fn a_deposit_redeems_once_with_real_sealed_groups<F: Factory>(factory: F) {
         .store
         .subject_access(
             &now_call(&TenantId::from_trusted("ten_op".into()), "subject.access"),
-            &d.subject_index,
+            std::slice::from_ref(&d.subject_index),
         )
         .unwrap();
     assert_eq!(report.deposits.len(), 1);

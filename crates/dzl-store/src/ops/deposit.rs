@@ -131,6 +131,7 @@ pub fn create(txn: &mut Txn<'_>, d: &NewDeposit) -> StoreResult<Vec<CreatedCode>
     let inserted = txn.write().insert_deposit(
         &DepositInsert {
             row: &row,
+            suite: d.suite,
             subject_index: &d.subject_index,
             subject_ref: &d.subject_ref,
             subject_run,

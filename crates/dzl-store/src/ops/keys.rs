@@ -1,7 +1,9 @@
-//! The keyring's life cycle in the store: the first keyring, rotation,
-//! rewrapping data keys and secrets onto the active version, retirement
-//! and root rekeying. The keys themselves are wrapped and unwrapped by
-//! [`crate::admin`]; here only wrapped bytes move.
+//! The keyring's life cycle in the store: the first keyring, rotation
+//! (within a suite or to the other one), rewrapping data keys and secrets
+//! onto the active version, resealing deposits in the vault's suite,
+//! retirement and root rekeying. The keys themselves are wrapped and
+//! unwrapped, and deposits opened and sealed, by [`crate::admin`]; here
+//! only wrapped bytes and ciphertext move.
 
 use chrono::{DateTime, Utc};
 use dzl_audit::AuditRecord;
@@ -10,8 +12,8 @@ use super::{action, at};
 use crate::tx::Lock;
 use crate::writer::Txn;
 use crate::{
-    rules, Call, InitMaterial, KekState, RekeyedKek, RewrappedDataKey, RewrappedSecret, StoreError,
-    StoreResult,
+    rules, Call, InitMaterial, KekState, RekeyedKek, ResealedDeposit, RewrappedDataKey,
+    RewrappedSecret, SealedSecret, StoreError, StoreResult, Suite,
 };
 
 /// Creates the first keyring and the vault's secrets; refused if the vault
@@ -28,7 +30,7 @@ pub fn initialise(
         ));
     }
     txn.write()
-        .insert_kek(1, KekState::Active, &init.kek_wrapped, now)?;
+        .insert_kek(1, init.suite, KekState::Active, &init.kek_wrapped, now)?;
     for s in &init.secrets {
         txn.write().insert_sealed_secret(s, now)?;
     }
@@ -38,18 +40,22 @@ pub fn initialise(
         actor: actor.to_owned(),
         operation: "vault.init".into(),
         result: "ok".into(),
-        detail: Some("keyring version 1 created".into()),
+        detail: Some(format!("keyring version 1 created; suite {}", init.suite)),
         ..Default::default()
     })
 }
 
-/// Adds KEK `version` as active; the previous active one becomes
-/// decrypt-only. Refused unless `version` is the next one.
+/// Adds KEK `version` of `suite` as active, with `secrets` sealed under it
+/// (the first receipt key of a suite the vault moves to); the previous
+/// active one becomes decrypt-only. Refused unless `version` is the next
+/// one.
 pub fn rotate(
     txn: &mut Txn<'_>,
     actor: &str,
     version: u32,
+    suite: Suite,
     wrapped: &[u8],
+    secrets: &[SealedSecret],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     // First, so concurrent keyring changes queue behind each other.
@@ -60,17 +66,93 @@ pub fn rotate(
             "the next key version is {expected}, not {version} (another rotation ran first)"
         )));
     }
+    for s in secrets {
+        if s.sealed.kek_version != version {
+            return Err(StoreError::Invalid(format!(
+                "a secret sealed under version {} in a rotation to {version}",
+                s.sealed.kek_version
+            )));
+        }
+    }
+    let before = txn.read().kek_versions()?;
+    let previous = before
+        .iter()
+        .find(|k| k.state == KekState::Active)
+        .map(|k| k.suite);
     txn.write().demote_active_kek()?;
     txn.write()
-        .insert_kek(version, KekState::Active, wrapped, now)?;
+        .insert_kek(version, suite, KekState::Active, wrapped, now)?;
+    for s in secrets {
+        txn.write().insert_sealed_secret(s, now)?;
+    }
+    let mut detail = format!("version {version} active");
+    if previous.is_some_and(|p| p != suite) {
+        detail.push_str(&format!("; the vault's suite is now {suite}"));
+    }
+    if !secrets.is_empty() {
+        let names: Vec<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
+        detail.push_str(&format!("; added {}", names.join(", ")));
+    }
     txn.audit(AuditRecord {
         at: at(now),
         actor: actor.to_owned(),
         operation: "keys.rotate".into(),
         result: "ok".into(),
-        detail: Some(format!("version {version} active")),
+        detail: Some(detail),
         ..Default::default()
     })
+}
+
+/// Replaces the seal of each deposit of `deposits` that is unchanged since
+/// it was read ([`rules::reseal_applies`], checked under lock), and audits
+/// the batch; how many were replaced. Refused (`Invalid`, nothing changed)
+/// unless `suite` is the vault's suite now and every new data key is
+/// wrapped by a version that still wraps.
+pub fn reseal_deposits(
+    txn: &mut Txn<'_>,
+    call: &Call,
+    suite: Suite,
+    deposits: &[ResealedDeposit],
+) -> StoreResult<u64> {
+    let now_suite = txn.suite()?;
+    if now_suite != suite {
+        return Err(StoreError::Invalid(format!(
+            "the vault's suite is {now_suite} now, not {suite} (a rotation ran): run the reseal again"
+        )));
+    }
+    for d in deposits {
+        if d.suite != suite {
+            return Err(StoreError::Invalid(format!(
+                "a deposit sealed in {} in a reseal to {suite}",
+                d.suite
+            )));
+        }
+        if let Some(r) = &d.records {
+            txn.ensure_wrappable(r.key.kek_version)?;
+        }
+        txn.ensure_wrappable(d.identity.0.kek_version)?;
+    }
+    let mut replaced = 0u64;
+    for d in deposits {
+        let seal = txn
+            .read()
+            .deposit_seal(&d.read.filing.deposit_id, Lock::Update)?;
+        if rules::reseal_applies(&d.read, seal.as_ref()) {
+            txn.write().replace_seal(d)?;
+            replaced += 1;
+        }
+    }
+    if replaced > 0 {
+        txn.audit(action(
+            call,
+            "ok",
+            format!(
+                "{replaced} deposits resealed in {suite}; {} changed since they were read and left",
+                deposits.len() as u64 - replaced
+            ),
+        ))?;
+    }
+    Ok(replaced)
 }
 
 /// Checks that every key of a rewrap is wrapped under `target`.

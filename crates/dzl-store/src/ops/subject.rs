@@ -8,11 +8,20 @@ use crate::tx::Tx;
 use crate::StoreResult;
 
 /// The report, read from one snapshot: deposits by creation time, and
-/// every redemption of them by redemption time.
-pub fn report(tx: &mut dyn Tx, subject_index: &str) -> StoreResult<SubjectAccessResponse> {
+/// every redemption of them by redemption time. A subject has one blind
+/// index per suite, and a vault that has changed suite holds deposits
+/// filed under either (an erased one keeps the index it had): every
+/// deposit filed under any of `subject_indexes` is reported, once.
+pub fn report(tx: &mut dyn Tx, subject_indexes: &[String]) -> StoreResult<SubjectAccessResponse> {
     let mut deposits = Vec::new();
     let mut redemptions = Vec::new();
-    for d in tx.subject_deposits(subject_index)? {
+    let mut found = Vec::new();
+    for index in subject_indexes {
+        found.extend(tx.subject_deposits(index)?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|d| seen.insert(d.id.clone()));
+    for d in found {
         for r in tx.deposit_redemptions(&d.id)? {
             redemptions.push(SubjectRedemption {
                 outcome: r.outcome.map(|o| Outcome {

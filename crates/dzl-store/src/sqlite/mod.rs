@@ -184,7 +184,7 @@ mod tests {
             };
             let _ = tx.send(
                 asker
-                    .subject_access(&call, "subject")
+                    .subject_access(&call, &["subject".to_owned()])
                     .map(|r| r.deposits.len()),
             );
         });

@@ -6,7 +6,7 @@
 //! writer (the server and `dzlctl` alike).
 
 use chrono::{DateTime, TimeZone, Utc};
-use dzl_audit::{AuditEntry, AuditRecord, Head};
+use dzl_audit::{AuditEntry, AuditRecord, ChainHash, Head};
 use dzl_types::wire::Decision;
 use dzl_types::{CodeId, DepositId, Group, Purpose, RedemptionId, ScopeSet, TenantId};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -14,14 +14,14 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::ops::corrupt;
 use crate::rules::StoredCodeState;
 use crate::tx::{
-    ChainId, ChainRow, CodeInsert, CodeRow, DepositInsert, DepositRow, DepositState, FailureWindow,
-    Lock, RedemptionRow, Release, StoredOutcome, Tx, UsageKey, ROOT_CHAIN,
+    ChainId, ChainRow, ChainTip, CodeInsert, CodeRow, DepositInsert, DepositRow, DepositState,
+    FailureWindow, Lock, RedemptionRow, Release, StoredOutcome, Tx, UsageKey, ROOT_CHAIN,
 };
 use crate::{
-    AuditQuery, CertPin, DataKeyKind, KekRow, KekState, KekVersion, KeyUsage, PreviousSecret,
-    PurgeCounts, PurgePlan, RewrappedDataKey, RewrappedSecret, Sealed, SealedSecret, SecretRef,
-    StoreError, StoreResult, StoredDataKey, TenantKind, TenantRow, TenantState, UsageQuery,
-    UsageRow,
+    AuditQuery, CertPin, DataKeyKind, DepositSeal, Filing, KekRow, KekState, KekVersion, KeyUsage,
+    PreviousSecret, PurgeCounts, PurgePlan, ResealedDeposit, RewrappedDataKey, RewrappedSecret,
+    Sealed, SealedDeposit, SealedRecords, SealedSecret, SecretRef, StoreError, StoreResult,
+    StoredDataKey, Suite, TenantKind, TenantRow, TenantState, UsageQuery, UsageRow,
 };
 
 /// Milliseconds since the epoch, as timestamps are stored.
@@ -37,6 +37,10 @@ pub(crate) fn from_ms(v: i64) -> StoreResult<DateTime<Utc>> {
 
 /// A sealed group as stored.
 type Envelope = Vec<u8>;
+
+fn suite(s: &str) -> StoreResult<Suite> {
+    Suite::parse(s).map_err(|_| corrupt("suite"))
+}
 
 fn scopes(s: &str) -> StoreResult<ScopeSet> {
     ScopeSet::parse_list(s).map_err(|_| corrupt("scope set"))
@@ -163,12 +167,20 @@ fn purposes_text(purposes: &[Purpose]) -> String {
 }
 
 pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor, operation, result, purpose, deposit_id,
-    code_id, redemption_id, subject_tenant, groups, detail, prev_hash, hash";
+    code_id, redemption_id, subject_tenant, groups, detail, prev_hash, hash, alg";
 
 pub(crate) fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let alg: Option<String> = r.get(14)?;
     Ok(AuditEntry {
         chain: ROOT_CHAIN,
         seq: r.get(0)?,
+        alg: ChainHash::from_stored(alg.as_deref()).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                14,
+                rusqlite::types::Type::Text,
+                "unknown audit hash".into(),
+            )
+        })?,
         record: AuditRecord {
             at: r.get(1)?,
             actor: r.get(2)?,
@@ -288,11 +300,12 @@ impl Tx for Connection {
     fn kek_versions(&mut self) -> StoreResult<Vec<KekVersion>> {
         all(
             self,
-            "SELECT version, state, wrapped FROM keks ORDER BY version",
+            "SELECT version, state, wrapped, suite FROM keks ORDER BY version",
             [],
             |r| {
                 Ok(KekVersion {
                     version: r.get(0)?,
+                    suite: suite(&r.get::<_, String>(3)?)?,
                     state: KekState::parse(&r.get::<_, String>(1)?)
                         .ok_or_else(|| corrupt("kek state"))?,
                     wrapped: r.get(2)?,
@@ -309,12 +322,14 @@ impl Tx for Connection {
                   + (SELECT count(*) FROM ident.identities i WHERE i.kek_version = k.version),
                     (SELECT count(*) FROM tenants t WHERE t.secret_kek_version = k.version)
                   + (SELECT count(*) FROM tenants t WHERE t.previous_secret_kek_version = k.version)
-                  + (SELECT count(*) FROM sealed_secrets s WHERE s.kek_version = k.version)
+                  + (SELECT count(*) FROM sealed_secrets s WHERE s.kek_version = k.version),
+                    k.suite
              FROM keks k ORDER BY k.version",
             [],
             |r| {
                 Ok(KekRow {
                     version: r.get(0)?,
+                    suite: suite(&r.get::<_, String>(7)?)?,
                     state: KekState::parse(&r.get::<_, String>(1)?)
                         .ok_or_else(|| corrupt("kek state"))?,
                     wrapped: r.get(2)?,
@@ -367,13 +382,15 @@ impl Tx for Connection {
     fn insert_kek(
         &mut self,
         version: u32,
+        suite: Suite,
         state: KekState,
         wrapped: &[u8],
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
         self.execute(
-            "INSERT INTO keks (version, state, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![version, state.as_str(), wrapped, ms(at)],
+            "INSERT INTO keks (version, state, wrapped, created_at, suite)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![version, state.as_str(), wrapped, ms(at), suite.as_str()],
         )?;
         Ok(())
     }
@@ -555,8 +572,8 @@ impl Tx for Connection {
         let inserted = c
             .prepare_cached(
                 "INSERT INTO deposits (id, platform_id, external_ref, purpose, consent, consent_scopes,
-                     consent_expires, groups, subject_index, subject_ref, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', ?11)
+                     consent_expires, groups, subject_index, subject_ref, state, created_at, suite)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', ?11, ?12)
                  ON CONFLICT (platform_id, external_ref) DO NOTHING",
             )?
             .execute(params![
@@ -570,7 +587,8 @@ impl Tx for Connection {
                 row.groups.to_list(),
                 d.subject_index,
                 d.subject_ref.as_str(),
-                ms(row.created_at)
+                ms(row.created_at),
+                d.suite.as_str()
             ])?;
         if inserted == 0 {
             let existing: String = c
@@ -960,11 +978,174 @@ impl Tx for Connection {
         ])? == 1)
     }
 
-    fn chain_head(&mut self, chain: ChainId, _lock: Lock) -> StoreResult<Option<Head>> {
+    fn deposit_suites(&mut self) -> StoreResult<Vec<(Suite, u64)>> {
+        all(
+            self,
+            "SELECT suite, count(*) FROM deposits WHERE state = 'active'
+             GROUP BY suite ORDER BY suite",
+            [],
+            |r| Ok((suite(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)? as u64)),
+        )
+    }
+
+    fn deposits_to_reseal(
+        &mut self,
+        to: Suite,
+        after: Option<&Filing>,
+        limit: usize,
+    ) -> StoreResult<Vec<SealedDeposit>> {
+        // Walked by filing, so each deposit comes with the filing that has
+        // to move to its new index: a deposit's run is known only there.
+        let (run, index, id) = after.map_or((i64::MIN, "", ""), |f| {
+            (f.run, f.subject_index.as_str(), f.deposit_id.as_str())
+        });
+        all(
+            self,
+            "SELECT s.run, s.subject_index, d.id, d.suite, d.platform_id,
+                    r.kek_version, r.wrapped_key, r.device, r.risk,
+                    i.kek_version, i.wrapped_key, i.envelope
+             FROM deposit_subjects s
+             JOIN deposits d ON d.id = s.deposit_id
+             LEFT JOIN deposit_records r ON r.deposit_id = d.id
+             LEFT JOIN ident.identities i ON i.deposit_id = d.id
+             WHERE (s.run, s.subject_index, s.deposit_id) > (?1, ?2, ?3)
+               AND d.state = 'active' AND d.suite <> ?4
+             ORDER BY s.run, s.subject_index, s.deposit_id LIMIT ?5",
+            params![run, index, id, to.as_str(), limit as i64],
+            |r| {
+                let records = match r.get::<_, Option<u32>>(5)? {
+                    Some(kek_version) => Some(SealedRecords {
+                        key: Sealed {
+                            kek_version,
+                            bytes: r.get(6)?,
+                        },
+                        device: r.get(7)?,
+                        risk: r.get(8)?,
+                    }),
+                    None => None,
+                };
+                let identity = match r.get::<_, Option<u32>>(9)? {
+                    Some(kek_version) => Some((
+                        Sealed {
+                            kek_version,
+                            bytes: r.get(10)?,
+                        },
+                        r.get(11)?,
+                    )),
+                    None => None,
+                };
+                Ok(SealedDeposit {
+                    filing: Filing {
+                        run: r.get(0)?,
+                        subject_index: r.get(1)?,
+                        deposit_id: DepositId::from_trusted(r.get(2)?),
+                    },
+                    suite: suite(&r.get::<_, String>(3)?)?,
+                    platform_id: TenantId::from_trusted(r.get(4)?),
+                    records,
+                    identity,
+                })
+            },
+        )
+    }
+
+    fn deposit_seal(&mut self, id: &DepositId, _lock: Lock) -> StoreResult<Option<DepositSeal>> {
+        one(
+            self,
+            "SELECT d.state, d.suite, r.kek_version, r.wrapped_key, i.kek_version, i.wrapped_key
+             FROM deposits d
+             LEFT JOIN deposit_records r ON r.deposit_id = d.id
+             LEFT JOIN ident.identities i ON i.deposit_id = d.id
+             WHERE d.id = ?1",
+            [id.as_str()],
+            |r| {
+                let key = |v: usize, b: usize| -> StoreResult<Option<Sealed>> {
+                    Ok(match r.get::<_, Option<u32>>(v)? {
+                        Some(kek_version) => Some(Sealed {
+                            kek_version,
+                            bytes: r.get(b)?,
+                        }),
+                        None => None,
+                    })
+                };
+                Ok(DepositSeal {
+                    state: DepositState::parse(&r.get::<_, String>(0)?)
+                        .ok_or_else(|| corrupt("deposit state"))?,
+                    suite: suite(&r.get::<_, String>(1)?)?,
+                    records_key: key(2, 3)?,
+                    identity_key: key(4, 5)?,
+                })
+            },
+        )
+    }
+
+    fn replace_seal(&mut self, d: &ResealedDeposit) -> StoreResult<()> {
+        let c: &Connection = self;
+        let f = &d.read.filing;
+        let id = f.deposit_id.as_str();
+        c.prepare_cached(
+            "UPDATE deposits SET suite = ?1, subject_index = ?2, subject_ref = ?3 WHERE id = ?4",
+        )?
+        .execute(params![
+            d.suite.as_str(),
+            d.subject_index,
+            d.subject_ref.as_str(),
+            id
+        ])?;
+        c.prepare_cached(
+            "UPDATE deposit_subjects SET subject_index = ?1
+             WHERE run = ?2 AND subject_index = ?3 AND deposit_id = ?4",
+        )?
+        .execute(params![d.subject_index, f.run, f.subject_index, id])?;
+        if let Some(r) = &d.records {
+            c.prepare_cached(
+                "UPDATE deposit_records SET kek_version = ?1, wrapped_key = ?2, device = ?3,
+                     risk = ?4
+                 WHERE deposit_id = ?5",
+            )?
+            .execute(params![
+                r.key.kek_version,
+                r.key.bytes,
+                r.device,
+                r.risk,
+                id
+            ])?;
+        }
+        let (key, envelope) = &d.identity;
+        c.prepare_cached(
+            "UPDATE ident.identities SET kek_version = ?1, wrapped_key = ?2, envelope = ?3
+             WHERE deposit_id = ?4",
+        )?
+        .execute(params![key.kek_version, key.bytes, envelope, id])?;
+        Ok(())
+    }
+
+    fn chain_head(&mut self, chain: ChainId, _lock: Lock) -> StoreResult<Option<ChainTip>> {
         if chain != ROOT_CHAIN {
             return Ok(None);
         }
-        stored_audit_head(self)
+        let tip = self
+            .prepare_cached(
+                "SELECT seq, hash, (SELECT suite FROM keks WHERE state = 'active')
+                 FROM audit_head WHERE id = 1",
+            )?
+            .query_row([], |r| {
+                Ok((
+                    Head {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                    },
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .optional()?;
+        tip.map(|(head, s)| {
+            Ok(ChainTip {
+                head,
+                suite: s.as_deref().map_or(Ok(Suite::Intl), suite)?,
+            })
+        })
+        .transpose()
     }
 
     fn append_audit(
@@ -980,8 +1161,8 @@ impl Tx for Connection {
         }
         let mut insert = self.prepare_cached(
             "INSERT INTO audit (seq, at, actor, operation, result, purpose, deposit_id, code_id,
-                 redemption_id, subject_tenant, groups, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 redemption_id, subject_tenant, groups, detail, prev_hash, hash, alg)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         for e in entries {
             let r = &e.record;
@@ -999,7 +1180,8 @@ impl Tx for Connection {
                 r.groups,
                 r.detail,
                 e.prev_hash,
-                e.hash
+                e.hash,
+                e.alg.stored()
             ])?;
         }
         self.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?

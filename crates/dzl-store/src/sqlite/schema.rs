@@ -284,6 +284,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (key_id, nonce)
     ) WITHOUT ROWID;
     ",
+    // 7: cipher suites. Each KEK version is of a suite, `intl` or `gm`;
+    // the vault's suite is its active version's. Each deposit is sealed in
+    // a suite (its data keys, groups and subject index), so `keys reseal`
+    // finds the deposits of the other one. An audit entry chained with SM3
+    // says so; one that says nothing is SHA-256. Everything stored before
+    // is `intl` and SHA-256. Adding a column with a default rewrites no
+    // row.
+    "
+    ALTER TABLE keks ADD COLUMN suite TEXT NOT NULL DEFAULT 'intl'
+        CHECK (suite IN ('intl', 'gm'));
+    ALTER TABLE deposits ADD COLUMN suite TEXT NOT NULL DEFAULT 'intl'
+        CHECK (suite IN ('intl', 'gm'));
+    ALTER TABLE audit ADD COLUMN alg TEXT CHECK (alg = 'sm3');
+    ",
 ];
 
 /// Tables of `identity.db` made sure of at every open, after the
@@ -448,6 +462,47 @@ mod tests {
         );
         // Idempotent.
         migrate(&conn).unwrap();
+    }
+
+    #[test]
+    fn migration_7_makes_every_stored_key_deposit_and_entry_intl() {
+        let conn = v1();
+        for sql in &MIGRATIONS[1..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA main.user_version = 6;
+             INSERT INTO keks (version, state, wrapped, created_at) VALUES (1, 'active', X'01', 1);
+             INSERT INTO deposits (id, platform_id, external_ref, purpose, consent,
+                 consent_scopes, consent_expires, groups, subject_index, subject_ref, state,
+                 created_at)
+             VALUES ('dep_1', 'ten_p', 'R-1', 'drawdown', '{}', 'risk', 9, 'risk', 'subj',
+                 'sub_1', 'active', 1);
+             INSERT INTO audit (seq, at, actor, operation, result, prev_hash, hash)
+             VALUES (1, 'a', 'cli:x', 'vault.init', 'ok', 'p', 'h');",
+        )
+        .unwrap();
+
+        migrate(&conn).unwrap();
+
+        let row: (String, String, Option<String>) = conn
+            .query_row(
+                "SELECT (SELECT suite FROM keks), (SELECT suite FROM deposits),
+                        (SELECT alg FROM audit)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("intl".into(), "intl".into(), None));
+        for bad in [
+            "UPDATE keks SET suite = 'aes'",
+            "UPDATE deposits SET suite = 'sm'",
+            "INSERT INTO audit (seq, at, actor, operation, result, prev_hash, hash, alg)
+             VALUES (2, 'a', 'cli:x', 'x', 'ok', 'h', 'i', 'md5')",
+        ] {
+            assert!(conn.execute(bad, []).is_err(), "{bad}");
+        }
+        conn.execute("UPDATE keks SET suite = 'gm'", []).unwrap();
     }
 
     /// A store on disk in WAL mode at schema 4, with one redeemed code.
@@ -674,10 +729,12 @@ mod tests {
              BEGIN;
              UPDATE meta SET value = (SELECT value FROM m.meta WHERE key = 'generation');
              UPDATE audit_head SET (seq, hash) = (SELECT seq, hash FROM m.audit_head);
-             INSERT INTO keks SELECT * FROM m.keks;
+             INSERT INTO keks SELECT version, state, wrapped, created_at, retired_at FROM m.keks;
              INSERT INTO sealed_secrets SELECT * FROM m.sealed_secrets;
              INSERT INTO tenants SELECT * FROM m.tenants;
-             INSERT INTO deposits SELECT * FROM m.deposits;
+             INSERT INTO deposits SELECT id, platform_id, external_ref, purpose, consent,
+                 consent_scopes, consent_expires, groups, subject_index, subject_ref, state,
+                 created_at, erased_at FROM m.deposits;
              INSERT INTO deposit_subjects SELECT * FROM m.deposit_subjects;
              INSERT INTO data_keys SELECT deposit_id, kek_version, wrapped_key FROM m.deposit_records;
              INSERT INTO records SELECT deposit_id, 'device', device FROM m.deposit_records
@@ -686,7 +743,9 @@ mod tests {
                  WHERE risk IS NOT NULL;
              INSERT INTO codes SELECT * FROM m.codes;
              INSERT INTO redemptions SELECT * FROM m.redemptions;
-             INSERT INTO audit SELECT * FROM m.audit;
+             INSERT INTO audit SELECT seq, at, actor, operation, result, purpose, deposit_id,
+                 code_id, redemption_id, subject_tenant, groups, detail, prev_hash, hash
+                 FROM m.audit;
              INSERT INTO usage SELECT * FROM m.usage;
              INSERT INTO ident.identities SELECT * FROM mi.identities;
              COMMIT;",

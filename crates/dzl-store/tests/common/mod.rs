@@ -119,6 +119,18 @@ impl Backdoor for Files {
         assert_eq!(n, 1);
     }
 
+    fn set_entry_alg(&mut self, chain: ChainId, seq: i64, alg: Option<&str>) {
+        root(chain);
+        let n = self.unguarded(|tx| {
+            tx.execute(
+                "UPDATE audit SET alg = ?1 WHERE seq = ?2",
+                params![alg, seq],
+            )
+            .unwrap()
+        });
+        assert_eq!(n, 1);
+    }
+
     fn delete_entry(&mut self, chain: ChainId, seq: i64) {
         root(chain);
         let n = self.unguarded(|tx| {

@@ -51,9 +51,11 @@ fn init_with_json_reports_the_fingerprint_and_the_existing_key_is_reused() {
             "root_key_created",
             "root_key_file",
             "root_key_fingerprint",
-            "root_key_pkcs11"
+            "root_key_pkcs11",
+            "suite"
         ]
     );
+    assert_eq!(doc["suite"], "intl", "the default suite");
     assert_eq!(doc["root_key_created"], false);
     assert_eq!(doc["root_key_pkcs11"], serde_json::Value::Null);
     assert_eq!(doc["kek_version"], 1);
@@ -475,7 +477,7 @@ fn help_reads_like_a_manual_page() {
         "{add}"
     );
     assert!(
-        init.contains("mode 0600") && init.contains("Example:"),
+        init.contains("mode 0600") && init.contains("Examples:") && init.contains("--suite"),
         "{init}"
     );
     assert!(
@@ -496,6 +498,7 @@ fn every_lifecycle_verb_has_a_manual_page_and_the_test_clock_is_hidden() {
         &["keys", "list"][..],
         &["keys", "rotate"],
         &["keys", "rewrap"],
+        &["keys", "reseal"],
         &["keys", "retire"],
         &["root", "rekey"],
         &["audit", "verify"],

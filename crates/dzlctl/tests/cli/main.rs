@@ -14,4 +14,5 @@ mod keys;
 mod postgres;
 mod purge;
 mod secrets;
+mod suites;
 mod usage;
