@@ -8,16 +8,16 @@
 //!
 //! Each direction of each connection forwards what it reads, in order, no
 //! sooner than `--delay-us` after it was read; bandwidth is not limited.
-//! Only loopback addresses are accepted on either side.
+//! Only loopback addresses are accepted on either side. Each direction is
+//! two OS threads that sleep with `nanosleep`: an async timer's 1 ms ticks
+//! would round a 500 µs hold up to 1–2 ms.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// Delaying TCP proxy (loopback only).
 #[derive(Parser, Debug)]
@@ -35,24 +35,24 @@ struct Cli {
 }
 
 /// Forwards `from` to `to`, each chunk no sooner than `delay` after it was read.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let writer = tokio::spawn(async move {
-        while let Some((read_at, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(read_at + delay).await;
-            if to.write_all(&chunk).await.is_err() {
-                return;
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer = std::thread::spawn(move || {
+        while let Ok((read_at, chunk)) = rx.recv() {
+            let due = read_at + delay;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
             }
         }
-        let _ = to.shutdown().await;
+        let _ = to.shutdown(Shutdown::Write);
     });
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match from.read(&mut buf).await {
+        match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
@@ -62,18 +62,18 @@ async fn pump(
         }
     }
     drop(tx);
-    let _ = writer.await;
+    let _ = writer.join();
 }
 
-async fn serve(client: TcpStream, to: SocketAddr, delay: Duration) {
-    let Ok(upstream) = TcpStream::connect(to).await else {
-        return;
-    };
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
-    let (cr, cw) = client.into_split();
-    let (ur, uw) = upstream.into_split();
-    tokio::join!(pump(cr, uw, delay), pump(ur, cw, delay));
+fn serve(client: TcpStream, to: SocketAddr, delay: Duration) -> std::io::Result<()> {
+    let upstream = TcpStream::connect(to)?;
+    client.set_nodelay(true)?;
+    upstream.set_nodelay(true)?;
+    let (cr, uw) = (client.try_clone()?, upstream.try_clone()?);
+    let back = std::thread::spawn(move || pump(upstream, client, delay));
+    pump(cr, uw, delay);
+    let _ = back.join();
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,35 +82,30 @@ fn main() -> std::process::ExitCode {
         eprintln!("dzl-delay: --listen and --to must be loopback addresses");
         return std::process::ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let delay = Duration::from_micros(cli.delay_us);
+    let listener = match TcpListener::bind(cli.listen) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("dzl-delay: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let delay = Duration::from_micros(cli.delay_us);
-    let served = rt.block_on(async {
-        let listener = TcpListener::bind(cli.listen).await?;
-        eprintln!(
-            "dzl-delay: {} -> {}, {} us each way",
-            cli.listen, cli.to, cli.delay_us
-        );
-        loop {
-            let (client, _) = listener.accept().await?;
-            tokio::spawn(serve(client, cli.to, delay));
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), std::io::Error>(())
-    });
-    match served {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dzl-delay: {e}");
-            std::process::ExitCode::FAILURE
+    eprintln!(
+        "dzl-delay: {} -> {}, {} us each way",
+        cli.listen, cli.to, cli.delay_us
+    );
+    for client in listener.incoming() {
+        match client {
+            Ok(client) => {
+                let to = cli.to;
+                std::thread::spawn(move || {
+                    if let Err(e) = serve(client, to, delay) {
+                        eprintln!("dzl-delay: {e}");
+                    }
+                });
+            }
+            Err(e) => eprintln!("dzl-delay: {e}"),
         }
     }
+    std::process::ExitCode::SUCCESS
 }
