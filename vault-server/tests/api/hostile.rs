@@ -88,7 +88,7 @@ fn slow_deposit_head(addr: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Finding 1: a body sent a byte at a time no longer holds a connection.
+/// Finding 1: a body sent a byte at a time does not hold a connection.
 /// Every slow body is answered 408 `request_timeout` (problem+json) and
 /// closed at the deadline, more of them than the server accepts at once,
 /// while `/healthz` and signed deposits keep answering. Before the
