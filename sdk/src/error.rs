@@ -173,10 +173,10 @@ pub enum Error {
         detail: String,
     },
     /// The vault could not read the request at all (`malformed_json`,
-    /// `invalid_header`, `unsupported_media_type`, `not_found`,
-    /// `method_not_allowed`, `request_timeout`): a wrong base URL, an SDK
-    /// that does not match the vault's API version, or a body that did not
-    /// arrive in time.
+    /// `invalid_header`, `malformed_request`, `request_head_too_large`,
+    /// `unsupported_media_type`, `not_found`, `method_not_allowed`,
+    /// `request_timeout`): a wrong base URL, an SDK that does not match the
+    /// vault's API version, or a body that did not arrive in time.
     #[error("request not understood ({code}, HTTP {status}): {detail}")]
     BadRequest {
         /// The problem code.
@@ -350,6 +350,8 @@ impl Error {
             C::InternalError => Error::Internal { detail },
             C::MalformedJson
             | C::InvalidHeader
+            | C::MalformedRequest
+            | C::RequestHeadTooLarge
             | C::UnsupportedMediaType
             | C::NotFound
             | C::MethodNotAllowed

@@ -12,6 +12,11 @@
 //! extractors answer a slow body 408 well before it, so the deadline cuts
 //! only what nothing else does: slow heads after the first request,
 //! bodies dripped after the answer, and requests whose processing overran.
+//!
+//! It also gives a problem+json body to the two answers actix-http writes
+//! by itself, with no hook to shape them, when it cannot parse a request
+//! head (`h1/dispatcher.rs`, `poll_request`): an empty 400 and an empty
+//! 431, each followed by closing the connection (see [`protocol_error`]).
 
 use std::future::Future as _;
 use std::io;
@@ -19,6 +24,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use dzl_types::error::Problem;
+use dzl_types::ErrorCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -27,6 +34,9 @@ pub struct Guarded<T> {
     io: T,
     deadline: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// An answer written in place of the caller's bytes: what is left of
+    /// it, and how many of the caller's bytes it stands for.
+    replacing: Option<(Vec<u8>, usize)>,
 }
 
 impl<T> Guarded<T> {
@@ -36,6 +46,7 @@ impl<T> Guarded<T> {
             io,
             deadline,
             timer: None,
+            replacing: None,
         }
     }
 
@@ -82,28 +93,31 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.replacing.is_none() {
+            if let Some(answer) = protocol_error(buf) {
+                this.replacing = Some((answer, buf.len()));
+            }
+        }
+        if let Some((answer, stands_for)) = this.replacing.as_mut() {
+            this.timer = None;
+            while !answer.is_empty() {
+                match Pin::new(&mut this.io).poll_write(cx, answer) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
+                    Poll::Ready(Ok(n)) => {
+                        answer.drain(..n);
+                    }
+                    other => return other,
+                }
+            }
+            let n = *stands_for;
+            this.replacing = None;
+            return Poll::Ready(Ok(n));
+        }
         let result = Pin::new(&mut this.io).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.timer = None;
         }
         result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.timer = None;
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -113,6 +127,58 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
+}
+
+/// The answer to write instead of `buf` when `buf` is exactly one of the
+/// answers actix-http gives a request head it cannot parse: a whole
+/// `400 Bad Request` or `431 Request Header Fields Too Large` head with
+/// `content-length: 0` and nothing after it. The vault's own 400s always
+/// carry a problem+json body, so nothing else matches; anything else
+/// (another answer before it in the buffer, say) is written as it is.
+pub fn protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
+    const HEAD_END: &[u8] = b"\r\n\r\n";
+    if buf.len() > 1024 || !buf.ends_with(HEAD_END) {
+        return None;
+    }
+    let text = std::str::from_utf8(buf).ok()?;
+    let (status_line, headers) = text[..text.len() - HEAD_END.len()].split_once("\r\n")?;
+    let code = match status_line.split_once(' ')?.1 {
+        "400 Bad Request" => ErrorCode::MalformedRequest,
+        "431 Request Header Fields Too Large" => ErrorCode::RequestHeadTooLarge,
+        _ => return None,
+    };
+    let lines: Vec<&str> = headers.split("\r\n").collect();
+    let is = |line: &str, name: &str| {
+        line.split_once(':')
+            .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+    };
+    let empty = lines.iter().any(|l| {
+        is(l, "content-length") && l.split_once(':').is_some_and(|(_, v)| v.trim() == "0")
+    });
+    if !empty || lines.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    let detail = match code {
+        ErrorCode::RequestHeadTooLarge => {
+            "The request line and headers exceed 96 headers or 128 KiB; the connection is closed"
+        }
+        _ => "The request line or headers could not be parsed; the connection is closed",
+    };
+    let body = serde_json::to_vec(&Problem::new(code, detail)).ok()?;
+    let mut out = Vec::with_capacity(buf.len() + body.len() + 64);
+    out.extend_from_slice(status_line.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for line in lines
+        .iter()
+        .filter(|l| !is(l, "content-length") && !is(l, "content-type"))
+    {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-type: application/problem+json\r\n");
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -146,5 +212,73 @@ mod tests {
         tokio::time::sleep(ms(150)).await;
         let e = server.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn only_actix_http_s_empty_400_and_431_heads_get_a_problem_body() {
+        let head = |status: &str, length: &str| {
+            format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {length}\r\nconnection: close\r\ndate: Mon, 07 Dec 2026 20:00:00 GMT\r\n\r\n"
+            )
+        };
+        for (status, code) in [
+            ("400 Bad Request", "malformed_request"),
+            (
+                "431 Request Header Fields Too Large",
+                "request_head_too_large",
+            ),
+        ] {
+            let out = protocol_error(head(status, "0").as_bytes()).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{head}"
+            );
+            assert!(head.contains("connection: close"), "{head}");
+            assert!(
+                head.contains("content-type: application/problem+json"),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{head}"
+            );
+            assert!(!head.contains("content-length: 0"), "{head}");
+            let p: Problem = serde_json::from_str(body).unwrap();
+            assert_eq!(p.code, code);
+        }
+        // The vault's own answers, and anything not exactly such a head, pass.
+        let with_body = format!("{}{{}}", head("400 Bad Request", "2"));
+        for other in [
+            head("400 Bad Request", "57"),
+            head("200 OK", "0"),
+            head("404 Not Found", "0"),
+            with_body,
+            format!("{}{}", head("200 OK", "0"), head("400 Bad Request", "0")),
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n".to_owned(),
+        ] {
+            assert!(protocol_error(other.as_bytes()).is_none(), "{other:?}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_replaced_answer_is_written_whole_through_a_narrow_pipe() {
+        let (mut client, server) = tokio::io::duplex(7);
+        let mut server = Guarded::new(server, Duration::from_secs(5));
+        let head = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let writer = tokio::spawn(async move {
+            server.write_all(head).await.unwrap();
+            server.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap();
+        let text = String::from_utf8(got).unwrap();
+        assert_eq!(
+            Some(text.clone()),
+            protocol_error(head).map(|a| String::from_utf8(a).unwrap())
+        );
+        assert!(text.contains("\"code\":\"malformed_request\""), "{text}");
     }
 }

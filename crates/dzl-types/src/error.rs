@@ -45,6 +45,7 @@ macro_rules! codes {
 codes! {
     MalformedJson = ("malformed_json", 400, "The body is not well-formed JSON"),
     InvalidHeader = ("invalid_header", 400, "A request header is malformed"),
+    MalformedRequest = ("malformed_request", 400, "The request is not well-formed HTTP/1.1"),
     MissingSignature = ("missing_signature", 401, "The request is not signed"),
     InvalidSignature = ("invalid_signature", 401, "The signature or key id is not valid"),
     StaleTimestamp = ("stale_timestamp", 401, "The request timestamp is too far from the server clock"),
@@ -67,6 +68,7 @@ codes! {
     DepositErased = ("deposit_erased", 410, "The deposit has been erased"),
     RequestTimeout = ("request_timeout", 408, "The request was not received in time"),
     PayloadTooLarge = ("payload_too_large", 413, "The body is larger than 64 KiB"),
+    RequestHeadTooLarge = ("request_head_too_large", 431, "The request line and headers are too large"),
     UnsupportedMediaType = ("unsupported_media_type", 415, "The body must be application/json"),
     ValidationFailed = ("validation_failed", 422, "The request does not satisfy the schema"),
     ConsentInsufficient = ("consent_insufficient", 422, "The consent does not cover the deposited groups"),

@@ -589,47 +589,57 @@ async fn slow_heads_after_the_first_request_and_drained_bodies_are_cut() {
 }
 
 /// Finding 9: protocol errors. actix-http answers them itself, before any
-/// service of ours runs and with no hook to shape the answer: 400 (or 431
-/// for too many or too large headers) with an empty body and
-/// `connection: close`. What holds: the answer is immediate, the
+/// service of ours runs: 400 (or 431 for too many or too large headers)
+/// and `connection: close`; the connection's stream (`conn::Guarded`)
+/// gives that answer its problem+json body. The answer is immediate, the
 /// connection is closed, nothing is stored, and the server answers the
 /// next request.
 #[actix_web::test]
-async fn protocol_errors_are_refused_and_closed_before_anything_runs() {
+async fn protocol_errors_are_refused_with_a_problem_and_closed_before_anything_runs() {
     let app = spawn_app().await;
     let a = addr(&app);
     let h = format!("Host: {a}\r\nContent-Type: application/json\r\n");
     let body = serde_json::to_string(&deposit_body("PROTO-1", json!([]))).unwrap();
     let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let cases: Vec<(&str, String, u16)> = vec![
+    let cases: Vec<(&str, String, u16, &str)> = vec![
         (
             "two Content-Length",
             format!("POST /v1/deposits HTTP/1.1\r\n{h}Content-Length: {}\r\nContent-Length: 1\r\n\r\n{body}", body.len()),
             400,
+            "malformed_request",
         ),
         (
             "Content-Length with chunked",
             format!("POST /v1/deposits HTTP/1.1\r\n{h}Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}", body.len()),
             400,
+            "malformed_request",
         ),
-        ("too many headers", format!("GET /healthz HTTP/1.1\r\n{h}{many}\r\n"), 431),
+        ("too many headers", format!("GET /healthz HTTP/1.1\r\n{h}{many}\r\n"), 431, "request_head_too_large"),
         (
             "a head over 128 KiB",
             format!("GET /healthz HTTP/1.1\r\n{h}X-Big: {}\r\n\r\n", "a".repeat(140_000)),
             431,
+            "request_head_too_large",
         ),
-        ("a malformed request line", "GET  /healthz HTTP/1.1 x\r\n\r\n".to_owned(), 400),
+        ("a malformed request line", "GET  /healthz HTTP/1.1 x\r\n\r\n".to_owned(), 400, "malformed_request"),
     ];
-    for (what, request, status) in cases {
+    for (what, request, status, code) in cases {
         let r = raw_request(&a, request.as_bytes()).await;
         assert_eq!(r.status(), Some(status), "{what}: {}", r.text());
         assert!(r.closed, "{what}: left open");
         assert!(r.answered_after.unwrap() < Duration::from_secs(1), "{what}");
-        let text = r.text().to_ascii_lowercase();
+        let text = r.text();
+        let (head, problem) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let head = head.to_ascii_lowercase();
         assert!(
-            text.contains("connection: close") && text.contains("content-length: 0"),
+            head.contains("connection: close")
+                && head.contains("content-type: application/problem+json")
+                && head.contains(&format!("content-length: {}", problem.len())),
             "{what}: {text}"
         );
+        let problem: serde_json::Value = serde_json::from_str(problem).unwrap();
+        assert_eq!(problem["code"], code, "{what}: {problem}");
+        assert_eq!(problem["status"], status, "{what}: {problem}");
     }
     let r = app.anonymous().send("GET", "/healthz", b"").await.unwrap();
     assert_eq!(r.status, 200);
