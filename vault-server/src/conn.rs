@@ -13,10 +13,11 @@
 //! only what nothing else does: slow heads after the first request,
 //! bodies dripped after the answer, and requests whose processing overran.
 //!
-//! It also gives a problem+json body to the two answers actix-http writes
-//! by itself, with no hook to shape them, when it cannot parse a request
-//! head (`h1/dispatcher.rs`, `poll_request`): an empty 400 and an empty
-//! 431, each followed by closing the connection (see [`protocol_error`]).
+//! It also gives a problem+json body to the answers actix-http writes by
+//! itself, with no hook to shape them, when it cannot parse a request head
+//! or the first head comes too slowly (`h1/dispatcher.rs`): an empty 400,
+//! 431 or 408, each followed by closing the connection (see
+//! [`protocol_error`]).
 
 use std::future::Future as _;
 use std::io;
@@ -130,10 +131,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
 }
 
 /// The answer to write instead of `buf` when `buf` is exactly one of the
-/// answers actix-http gives a request head it cannot parse: a whole
-/// `400 Bad Request` or `431 Request Header Fields Too Large` head with
-/// `content-length: 0` and nothing after it. The vault's own 400s always
-/// carry a problem+json body, so nothing else matches; anything else
+/// answers actix-http gives a request head it cannot parse or that came
+/// too slowly: a whole `400 Bad Request`, `408 Request Timeout` or `431
+/// Request Header Fields Too Large` head with `content-length: 0` and
+/// nothing after it. The vault's own 400s and 408s always carry a
+/// problem+json body, so nothing else matches; anything else
 /// (another answer before it in the buffer, say) is written as it is.
 pub fn protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
     const HEAD_END: &[u8] = b"\r\n\r\n";
@@ -144,6 +146,7 @@ pub fn protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
     let (status_line, headers) = text[..text.len() - HEAD_END.len()].split_once("\r\n")?;
     let code = match status_line.split_once(' ')?.1 {
         "400 Bad Request" => ErrorCode::MalformedRequest,
+        "408 Request Timeout" => ErrorCode::RequestTimeout,
         "431 Request Header Fields Too Large" => ErrorCode::RequestHeadTooLarge,
         _ => return None,
     };
@@ -159,6 +162,9 @@ pub fn protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let detail = match code {
+        ErrorCode::RequestTimeout => {
+            "The request head did not arrive in time; the connection is closed"
+        }
         ErrorCode::RequestHeadTooLarge => {
             "The request line and headers exceed 96 headers or 128 KiB; the connection is closed"
         }
@@ -227,6 +233,7 @@ mod tests {
                 "431 Request Header Fields Too Large",
                 "request_head_too_large",
             ),
+            ("408 Request Timeout", "request_timeout"),
         ] {
             let out = protocol_error(head(status, "0").as_bytes()).unwrap();
             let text = String::from_utf8(out).unwrap();
