@@ -230,7 +230,8 @@ fn a_nonce_is_refused_on_the_other_replica() {
         "past the window it is fresh again, as in memory"
     );
 
-    // Many replicas racing one nonce: exactly one sees it fresh.
+    // Many replicas racing one nonce: exactly one sees it fresh, also with
+    // clocks 601 s behind the sweep the last answer above started.
     let guards: Vec<_> = (0..8)
         .map(|i| if i % 2 == 0 { a.clone() } else { b.clone() })
         .collect();
