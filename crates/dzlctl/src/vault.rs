@@ -142,6 +142,9 @@ impl Context {
                 url,
                 dzl_store_pg::PgOptions {
                     ca_file: self.settings.store.ca_file.clone(),
+                    // One command writes one thing at a time: one writer,
+                    // so at most one audit chain to claim or open.
+                    writers: 1,
                     ..Default::default()
                 },
             )?)),

@@ -767,14 +767,24 @@ async fn slow_sockets_beyond_the_file_handle_limit_never_exhaust_it() {
             t.elapsed()
         );
     }
-    let mut timeouts = 0;
+    // Every slow body is answered 408, or, when the machine is so busy
+    // that the answer would come after the connection's answer deadline,
+    // cut at that deadline: none is held.
+    let (mut timeouts, mut cut, mut held) = (0, 0, 0);
     for s in slow {
         let r = s.await.unwrap();
-        if r.status() == Some(408) {
-            timeouts += 1;
+        match (r.status(), r.closed) {
+            (Some(408), _) => timeouts += 1,
+            (None, true) => cut += 1,
+            _ => held += 1,
         }
     }
-    assert_eq!(timeouts, 600, "every slow body is answered 408");
+    assert_eq!(
+        (timeouts + cut, held),
+        (600, 0),
+        "{timeouts} answered 408, {cut} cut, {held} held or answered otherwise"
+    );
+    assert!(timeouts > 0, "no slow body was answered 408");
     let text = read_log();
     assert!(!text.contains("Too many open files"), "{text}");
     child.kill();
