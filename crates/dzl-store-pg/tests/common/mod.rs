@@ -210,10 +210,11 @@ impl Backdoor for Sql {
             .execute(
                 "INSERT INTO dzl.audit (chain, seq, at, actor, operation, result, purpose,
                      deposit_id, code_id, redemption_id, subject_tenant, groups, detail,
-                     prev_hash, hash)
+                     prev_hash, hash, alg)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                      $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])",
+                     $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                     $16::text[])",
                 &[
                     &chains,
                     &seqs,
@@ -230,6 +231,7 @@ impl Backdoor for Sql {
                     &col(|e| e.record.detail.clone()),
                     &col(|e| Some(e.prev_hash.clone())),
                     &col(|e| Some(e.hash.clone())),
+                    &col(|e| e.alg.stored().map(str::to_owned)),
                 ],
             )
             .unwrap();

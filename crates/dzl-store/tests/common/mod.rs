@@ -181,8 +181,9 @@ impl Backdoor for Files {
             let mut insert = tx
                 .prepare(
                     "INSERT INTO audit (seq, at, actor, operation, result, purpose, deposit_id,
-                         code_id, redemption_id, subject_tenant, groups, detail, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                         code_id, redemption_id, subject_tenant, groups, detail, prev_hash, hash,
+                         alg)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .unwrap();
             for e in entries {
@@ -203,7 +204,8 @@ impl Backdoor for Files {
                         r.groups,
                         r.detail,
                         e.prev_hash,
-                        e.hash
+                        e.hash,
+                        e.alg.stored()
                     ])
                     .unwrap();
             }
