@@ -81,6 +81,25 @@ async fn drip(addr: &str, head: &[u8], drip: &[u8], every: Duration, limit: Dura
     out
 }
 
+/// `n` signed-deposit heads sent to `addr` at once, each followed by a
+/// body of `body` spaces dripped a byte per `every`, for at most `limit`.
+fn slow_deposits(
+    addr: &str,
+    n: usize,
+    body: usize,
+    every: Duration,
+    limit: Duration,
+) -> Vec<tokio::task::JoinHandle<Raw>> {
+    (0..n)
+        .map(|_| {
+            let a = addr.to_owned();
+            tokio::spawn(async move {
+                drip(&a, &slow_deposit_head(&a), &vec![b' '; body], every, limit).await
+            })
+        })
+        .collect()
+}
+
 fn slow_deposit_head(addr: &str) -> Vec<u8> {
     format!(
         "POST /v1/deposits HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 65000\r\n\r\n{{"
@@ -100,21 +119,13 @@ async fn slow_bodies_are_cut_at_the_deadline_while_signed_traffic_keeps_answerin
     opts.settings.server.max_connections = 64;
     let app = spawn_app_with(opts).await;
     let a = addr(&app);
-    let slow: Vec<_> = (0..150)
-        .map(|_| {
-            let a = a.clone();
-            tokio::spawn(async move {
-                drip(
-                    &a,
-                    &slow_deposit_head(&a),
-                    &[b' '; 200],
-                    Duration::from_millis(100),
-                    Duration::from_secs(15),
-                )
-                .await
-            })
-        })
-        .collect();
+    let slow = slow_deposits(
+        &a,
+        150,
+        200,
+        Duration::from_millis(100),
+        Duration::from_secs(15),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     // While they drip: liveness and signed deposits answer.
     let mut worst = Duration::ZERO;
@@ -724,22 +735,14 @@ async fn slow_sockets_beyond_the_file_handle_limit_never_exhaust_it() {
         read_log()
     );
     let a = format!("127.0.0.1:{port}");
-    let slow: Vec<_> = (0..600)
-        .map(|_| {
-            let a = a.clone();
-            tokio::spawn(async move {
-                drip(
-                    &a,
-                    &slow_deposit_head(&a),
-                    &[b' '; 100],
-                    Duration::from_millis(200),
-                    // Long enough for the last of the backlog on a busy machine.
-                    Duration::from_secs(60),
-                )
-                .await
-            })
-        })
-        .collect();
+    // The limit is long enough for the last of the backlog on a busy machine.
+    let slow = slow_deposits(
+        &a,
+        600,
+        100,
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let platform = dzl_sdk::RawClient::new(format!("http://{a}"), Some(tenants[0].signer.clone()));
     let anonymous = dzl_sdk::RawClient::new(format!("http://{a}"), None);
