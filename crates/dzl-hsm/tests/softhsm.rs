@@ -45,8 +45,8 @@ fn uri(hsm: &SoftHsm, object: &str) -> Pkcs11Uri {
 }
 
 /// The token only the refusals test logs in to: PKCS#11 keeps one login
-/// per token for the whole process, so a PIN is checked only while no
-/// other session of the process is logged in to it.
+/// per token for the whole process, so a PIN is checked only while the
+/// process has not logged in to that token already.
 const REFUSALS: &str = "dzl-refusals";
 
 #[test]
