@@ -81,6 +81,30 @@ impl<C: DerefMut<Target = Client>> PgConn<C> {
     }
 }
 
+/// Usage counts as the columns `unnest` takes.
+struct UsageColumns<'a> {
+    days: Vec<&'a str>,
+    tenants: Vec<&'a str>,
+    ops: Vec<&'a str>,
+    outcomes: Vec<&'a str>,
+    calls: Vec<i64>,
+}
+
+impl<'a> UsageColumns<'a> {
+    fn of(counts: &'a [(UsageKey, u64)]) -> Self {
+        UsageColumns {
+            days: counts.iter().map(|((d, ..), _)| d.as_str()).collect(),
+            tenants: counts.iter().map(|((_, t, ..), _)| t.as_str()).collect(),
+            ops: counts.iter().map(|((_, _, o, _), _)| *o).collect(),
+            outcomes: counts.iter().map(|((.., r), _)| r.as_str()).collect(),
+            calls: counts
+                .iter()
+                .map(|(_, c)| i64::try_from(*c).unwrap_or(i64::MAX))
+                .collect(),
+        }
+    }
+}
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -1066,10 +1090,28 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
         entries: &[AuditEntry],
         head: &Head,
     ) -> StoreResult<()> {
+        self.append_trail(chain, Some((entries, head)), &[])
+    }
+
+    /// The entries, the head and the counts in one statement.
+    fn append_trail(
+        &mut self,
+        chain: ChainId,
+        entries: Option<(&[AuditEntry], &Head)>,
+        counts: &[(UsageKey, u64)],
+    ) -> StoreResult<()> {
+        let Some((entries, head)) = entries else {
+            return if counts.is_empty() {
+                Ok(())
+            } else {
+                self.add_usage(chain, counts)
+            };
+        };
         let col = |f: fn(&AuditEntry) -> Option<String>| -> Vec<Option<String>> {
             entries.iter().map(f).collect()
         };
         let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+        let u = UsageColumns::of(counts);
         let updated = self.one(
             "WITH a AS (
                  INSERT INTO dzl.audit (chain, seq, at, actor, operation, result, purpose,
@@ -1078,6 +1120,13 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
                  SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                      $12::text[], $13::text[], $14::text[], $15::text[], $18::text[])
+             ), m AS (
+                 INSERT INTO dzl.usage AS u (day, tenant_id, operation, outcome, chain, calls)
+                 SELECT d, t, o, r, $1, c
+                 FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::bigint[])
+                      AS x(d, t, o, r, c)
+                 ON CONFLICT (day, tenant_id, operation, outcome, chain)
+                 DO UPDATE SET calls = u.calls + EXCLUDED.calls
              )
              UPDATE dzl.audit_chains SET seq = $16, hash = $17 WHERE chain = $1
              RETURNING 1",
@@ -1100,6 +1149,11 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
                 &head.seq,
                 &head.hash,
                 &col(|e| e.alg.stored().map(str::to_owned)),
+                &u.days,
+                &u.tenants,
+                &u.ops,
+                &u.outcomes,
+                &u.calls,
             ],
         );
         match updated {
@@ -1185,14 +1239,7 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
     }
 
     fn add_usage(&mut self, chain: ChainId, counts: &[(UsageKey, u64)]) -> StoreResult<()> {
-        let days: Vec<&str> = counts.iter().map(|((d, ..), _)| d.as_str()).collect();
-        let tenants: Vec<&str> = counts.iter().map(|((_, t, ..), _)| t.as_str()).collect();
-        let ops: Vec<&str> = counts.iter().map(|((_, _, o, _), _)| *o).collect();
-        let outcomes: Vec<&str> = counts.iter().map(|((.., r), _)| r.as_str()).collect();
-        let calls: Vec<i64> = counts
-            .iter()
-            .map(|(_, c)| i64::try_from(*c).unwrap_or(i64::MAX))
-            .collect();
+        let u = UsageColumns::of(counts);
         self.exec(
             "INSERT INTO dzl.usage AS u (day, tenant_id, operation, outcome, chain, calls)
              SELECT d, t, o, r, $1, c
@@ -1200,7 +1247,7 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
                   AS x(d, t, o, r, c)
              ON CONFLICT (day, tenant_id, operation, outcome, chain)
              DO UPDATE SET calls = u.calls + EXCLUDED.calls",
-            &[&chain, &days, &tenants, &ops, &outcomes, &calls],
+            &[&chain, &u.days, &u.tenants, &u.ops, &u.outcomes, &u.calls],
         )?;
         Ok(())
     }

@@ -9,10 +9,11 @@
 
 use std::time::Duration;
 
-use dzl_store::tx::{ChainId, Tx, ROOT_CHAIN};
-use dzl_store::writer::{Completion, TxState, Txn, WriteConn};
-use dzl_store::{Call, StoreError, StoreResult};
-use postgres::Client;
+use dzl_audit::Head;
+use dzl_store::tx::{ChainId, ChainTip, Tx, ROOT_CHAIN};
+use dzl_store::writer::{Completion, Opened, TxState, Txn, WriteConn};
+use dzl_store::{Call, StoreError, StoreResult, Suite};
+use postgres::{Client, SimpleQueryMessage};
 
 use crate::rows::PgConn;
 use crate::{Connector, Isolation};
@@ -27,6 +28,8 @@ pub(crate) struct PgWriter {
     connector: Connector,
     begin: &'static str,
     max_attempts: u32,
+    /// What the open transaction's BEGIN read and locked.
+    opened: Option<Opened>,
 }
 
 impl PgWriter {
@@ -45,6 +48,7 @@ impl PgWriter {
                 Isolation::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
             },
             max_attempts: max_attempts.max(1),
+            opened: None,
         };
         w.connected()?;
         Ok(w)
@@ -143,15 +147,24 @@ impl WriteConn for PgWriter {
     }
 
     fn begin(&mut self) -> StoreResult<()> {
-        let begin = self.begin;
-        if self.connected()?.batch(begin).is_ok() {
-            return Ok(());
-        }
-        // BEGIN fails only on a connection the database dropped (a
-        // failover, a terminated backend) that the client has not noticed
-        // yet: nothing was written, so start over once on a new one.
-        self.conn = None;
-        self.connected()?.batch(begin)
+        self.opened = None;
+        let opened = match self.open() {
+            Ok(o) => o,
+            Err(_) => {
+                // It fails on a connection the database dropped (a
+                // failover, a terminated backend) that the client has not
+                // noticed yet: nothing was written, so start over once on
+                // a new one.
+                self.conn = None;
+                self.open()?
+            }
+        };
+        self.opened = Some(opened);
+        Ok(())
+    }
+
+    fn opened(&mut self) -> Option<Opened> {
+        self.opened.take()
     }
 
     fn tx(&mut self) -> StoreResult<&mut dyn Tx> {
@@ -183,6 +196,70 @@ impl WriteConn for PgWriter {
 
     fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+}
+
+impl PgWriter {
+    /// BEGIN, the chain's head locked, the key versions that wrap
+    /// share-locked, and the group savepoint after them: one round trip.
+    fn open(&mut self) -> StoreResult<Opened> {
+        let chain = self.chain;
+        let sql = format!(
+            "{};
+             SELECT seq, hash, (SELECT suite FROM dzl.keks WHERE state = 'active')
+             FROM dzl.audit_chains WHERE chain = {chain} FOR UPDATE;
+             SELECT version FROM dzl.keks WHERE state IN ('active', 'decrypt_only') FOR SHARE;
+             SAVEPOINT grp",
+            self.begin
+        );
+        let conn = self.connected()?;
+        let messages = conn.client.simple_query(&sql).map_err(crate::map_pg);
+        let messages = match messages {
+            Ok(m) => m,
+            Err(e) => {
+                if !conn.client.is_closed() {
+                    let _ = conn.batch("ROLLBACK");
+                }
+                return Err(e);
+            }
+        };
+        let corrupt = |what: &str| StoreError::Corrupt(format!("unexpected stored {what}"));
+        let mut tip = None;
+        let mut wrappable = Vec::new();
+        for m in &messages {
+            let SimpleQueryMessage::Row(r) = m else {
+                continue;
+            };
+            if r.len() == 3 {
+                let seq = r.get(0).and_then(|v| v.parse().ok());
+                let hash = r.get(1).map(str::to_owned);
+                let suite = match r.get(2) {
+                    None => Some(Suite::Intl),
+                    Some(s) => Suite::parse(s).ok(),
+                };
+                match (seq, hash, suite) {
+                    (Some(seq), Some(hash), Some(suite)) => {
+                        tip = Some(ChainTip {
+                            head: Head { seq, hash },
+                            suite,
+                        })
+                    }
+                    _ => return Err(corrupt("audit chain head")),
+                }
+            } else {
+                let v = r.get(0).and_then(|v| v.parse().ok());
+                wrappable.push(v.ok_or_else(|| corrupt("key version"))?);
+            }
+        }
+        match tip {
+            Some(tip) => Ok(Opened { tip, wrappable }),
+            None => {
+                let _ = conn.batch("ROLLBACK");
+                Err(StoreError::Corrupt(format!(
+                    "audit chain {chain} has no recorded head"
+                )))
+            }
+        }
     }
 }
 

@@ -485,6 +485,23 @@ pub trait Tx {
 
     /// Adds `calls` to each counter, on behalf of `chain`'s writer.
     fn add_usage(&mut self, chain: ChainId, counts: &[(UsageKey, u64)]) -> StoreResult<()>;
+    /// A transaction's last writes, on behalf of `chain`'s writer: its
+    /// audit entries and the head they lead to, and its counts. A backend
+    /// that can writes them in one statement.
+    fn append_trail(
+        &mut self,
+        chain: ChainId,
+        entries: Option<(&[AuditEntry], &Head)>,
+        counts: &[(UsageKey, u64)],
+    ) -> StoreResult<()> {
+        if let Some((entries, head)) = entries {
+            self.append_audit(chain, entries, head)?;
+        }
+        if !counts.is_empty() {
+            self.add_usage(chain, counts)?;
+        }
+        Ok(())
+    }
     /// Counters matching `q`, summed over writers, by day, tenant,
     /// operation, outcome.
     fn usage_query(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageRow>>;

@@ -20,8 +20,9 @@
 //! the calls it counts for billing, are kept here ([`TxState`]) and written
 //! once, just before COMMIT; a job's savepoint that rolls back rolls them
 //! back too. Nothing here outlives its transaction: the chain's head is
-//! read afresh (and locked) by each transaction's first entry, and with it
-//! the vault's suite, whose digest chains the transaction's entries.
+//! read afresh (and locked) by each transaction's first entry, or by BEGIN's
+//! own round trip where the backend does so ([`WriteConn::opened`]), and
+//! with it the vault's suite, whose digest chains the transaction's entries.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,7 +35,7 @@ use dzl_audit::{AuditEntry, AuditRecord, ChainHash, Head};
 use dzl_crypto::Suite;
 use dzl_types::TenantId;
 
-use crate::tx::{ChainId, FailureWindow, Lock, Tx, UsageKey};
+use crate::tx::{ChainId, ChainTip, FailureWindow, Lock, Tx, UsageKey};
 use crate::{Call, KekState, Reply, StoreError, StoreResult, TenantRow};
 
 /// Jobs one transaction may hold before it commits.
@@ -59,6 +60,14 @@ pub trait WriteConn: Send + 'static {
     }
     /// Begins a write transaction.
     fn begin(&mut self) -> StoreResult<()>;
+    /// What [`WriteConn::begin`] also did, in the same round trip: read
+    /// and lock the chain's head and the key versions that wrap, then open
+    /// the group savepoint (`SAVEPOINT grp`) after those locks. `None`, the
+    /// default: nothing, and the transaction reads the head when its first
+    /// entry needs it.
+    fn opened(&mut self) -> Option<Opened> {
+        None
+    }
     /// The open transaction.
     fn tx(&mut self) -> StoreResult<&mut dyn Tx>;
     /// Commits the open transaction.
@@ -81,6 +90,15 @@ pub trait WriteConn: Send + 'static {
     fn close(&mut self) {}
 }
 
+/// What a connection read and locked as it began a transaction
+/// ([`WriteConn::opened`]).
+pub struct Opened {
+    /// The chain's head and the vault's suite.
+    pub tip: ChainTip,
+    /// The key versions that wrap (active or decrypt-only), share-locked.
+    pub wrappable: Vec<u32>,
+}
+
 /// What the open transaction has still to write, and what it has read
 /// that cannot change under it.
 pub struct TxState {
@@ -94,12 +112,16 @@ pub struct TxState {
     tenants: HashMap<TenantId, Option<TenantRow>>,
     windows: HashMap<TenantId, Option<FailureWindow>>,
     wrappable: Vec<u32>,
+    /// Versions locked as the transaction began: kept by every rollback
+    /// to a savepoint, as their locks are.
+    locked_keks: Vec<u32>,
 }
 
 /// Where a job started, to roll [`TxState`] back to.
 #[derive(Clone)]
 struct Mark {
     head: Option<Head>,
+    suite: Suite,
     entries: usize,
     usage: usize,
 }
@@ -117,12 +139,14 @@ impl TxState {
             tenants: HashMap::new(),
             windows: HashMap::new(),
             wrappable: Vec::new(),
+            locked_keks: Vec::new(),
         }
     }
 
     fn mark(&self) -> Mark {
         Mark {
             head: self.head.clone(),
+            suite: self.suite,
             entries: self.entries.len(),
             usage: self.usage.len(),
         }
@@ -130,6 +154,7 @@ impl TxState {
 
     fn roll_back_to(&mut self, mark: &Mark) {
         self.head = mark.head.clone();
+        self.suite = mark.suite;
         self.entries.truncate(mark.entries);
         self.usage.truncate(mark.usage);
         self.tenants.clear();
@@ -140,17 +165,16 @@ impl TxState {
     /// Writes the entries, the chain's head and the counts: the
     /// transaction's last statements.
     pub fn flush(&mut self, tx: &mut dyn Tx) -> StoreResult<()> {
-        if let (Some(head), false) = (&self.head, self.entries.is_empty()) {
-            tx.append_audit(self.chain, &self.entries, head)?;
+        let mut counts: BTreeMap<UsageKey, u64> = BTreeMap::new();
+        for key in self.usage.drain(..) {
+            *counts.entry(key).or_default() += 1;
         }
-        if !self.usage.is_empty() {
-            let mut counts: BTreeMap<UsageKey, u64> = BTreeMap::new();
-            for key in self.usage.drain(..) {
-                *counts.entry(key).or_default() += 1;
-            }
-            let counts: Vec<(UsageKey, u64)> = counts.into_iter().collect();
-            tx.add_usage(self.chain, &counts)?;
-        }
+        let counts: Vec<(UsageKey, u64)> = counts.into_iter().collect();
+        let entries = match &self.head {
+            Some(head) if !self.entries.is_empty() => Some((self.entries.as_slice(), head)),
+            _ => None,
+        };
+        tx.append_trail(self.chain, entries, &counts)?;
         self.entries.clear();
         self.head = None;
         Ok(())
@@ -274,13 +298,28 @@ impl<'a> Txn<'a> {
         self.st.tenants.remove(id);
     }
 
+    /// The keyring changed in this transaction (a version added, demoted
+    /// or retired): versions checked before are checked again, and the
+    /// entries from here on are hashed with the digest of the suite now
+    /// active.
+    pub fn keyring_changed(&mut self) -> StoreResult<()> {
+        self.st.wrappable.clear();
+        self.st.locked_keks.clear();
+        if self.st.head.is_some() {
+            if let Some(tip) = self.tx.chain_head(self.st.chain, Lock::None)? {
+                self.st.suite = tip.suite;
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses to wrap under a KEK version that is retired or unknown: a
     /// writer holding a keyring older than a `keys retire` must not store
     /// keys nobody can unwrap any more. The server reloads and retries.
     /// Checked once per version per transaction; the version's row stays
     /// share-locked until commit, so a retirement waits.
     pub fn ensure_wrappable(&mut self, version: u32) -> StoreResult<()> {
-        if self.st.wrappable.contains(&version) {
+        if self.st.wrappable.contains(&version) || self.st.locked_keks.contains(&version) {
             return Ok(());
         }
         match self.tx.kek_state(version, Lock::Share)? {
@@ -394,6 +433,18 @@ impl Batch {
         }
     }
 
+    /// A transaction `conn` has just begun.
+    fn begun<W: WriteConn>(conn: &mut W) -> Batch {
+        let mut batch = Batch::new(conn.chain());
+        if let Some(o) = conn.opened() {
+            batch.st.head = Some(o.tip.head);
+            batch.st.suite = o.tip.suite;
+            batch.st.locked_keks = o.wrappable;
+            batch.group = Some((0, batch.st.mark()));
+        }
+        batch
+    }
+
     /// Runs `job` in the open transaction and keeps it.
     fn run<W: WriteConn>(&mut self, conn: &mut W, mut job: Box<dyn Rerun>) {
         if self.failed.is_some() {
@@ -464,17 +515,14 @@ impl Batch {
         Ok(())
     }
 
-    /// Releases the shared savepoint and writes what is pending.
+    /// Writes what is pending. The shared savepoint stays: COMMIT
+    /// releases it, without a statement of its own.
     fn finish<W: WriteConn>(&mut self, conn: &mut W) {
         if self.failed.is_some() {
             return;
         }
-        let done = conn.tx().and_then(|tx| {
-            if self.group.take().is_some() {
-                tx.release("grp")?;
-            }
-            self.st.flush(tx)
-        });
+        self.group = None;
+        let done = conn.tx().and_then(|tx| self.st.flush(tx));
         if let Err(e) = done {
             self.fail(e);
         }
@@ -488,7 +536,10 @@ impl Batch {
 /// Runs `jobs` again in a fresh transaction, after one that conflicted.
 fn rerun<W: WriteConn>(conn: &mut W, jobs: Vec<Box<dyn Rerun>>) -> Batch {
     let begun = conn.begin();
-    let mut batch = Batch::new(conn.chain());
+    let mut batch = match begun {
+        Ok(()) => Batch::begun(conn),
+        Err(_) => Batch::new(conn.chain()),
+    };
     if let Err(e) = begun {
         batch.jobs = jobs;
         batch.fail(e);
@@ -580,7 +631,7 @@ fn writer_loop<W: WriteConn>(
             continue;
         }
         let deadline = Instant::now() + conn.linger();
-        let mut batch = Batch::new(conn.chain());
+        let mut batch = Batch::begun(&mut conn);
         batch.run(&mut conn, first);
         while batch.jobs.len() < MAX_BATCH && batch.failed.is_none() {
             let job = match rx.try_recv() {

@@ -31,6 +31,7 @@ pub fn initialise(
     }
     txn.write()
         .insert_kek(1, init.suite, KekState::Active, &init.kek_wrapped, now)?;
+    txn.keyring_changed()?;
     for s in &init.secrets {
         txn.write().insert_sealed_secret(s, now)?;
     }
@@ -82,6 +83,7 @@ pub fn rotate(
     txn.write().demote_active_kek()?;
     txn.write()
         .insert_kek(version, suite, KekState::Active, wrapped, now)?;
+    txn.keyring_changed()?;
     for s in secrets {
         txn.write().insert_sealed_secret(s, now)?;
     }
@@ -231,6 +233,7 @@ pub fn retire(
             // with the key that sealed them.
             let dropped = txn.write().drop_previous_secrets(version)?;
             txn.write().retire_kek(version, call.now)?;
+            txn.keyring_changed()?;
             txn.audit(action(
                 call,
                 "ok",
