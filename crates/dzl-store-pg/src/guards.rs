@@ -27,7 +27,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use dzl_store::{StoreError, StoreResult};
 use dzl_types::TenantId;
-use postgres::Client;
+use postgres::{Client, Statement};
 
 use crate::{map_pg, Connector};
 
@@ -223,9 +223,30 @@ fn wait<T: Send + 'static>(submit: impl FnOnce(Answer<T>)) -> StoreResult<T> {
         .map_err(|_| StoreError::Unavailable("the guards have stopped".into()))?
 }
 
+/// The guards' connection, with [`GUARDS`] prepared on it: unprepared, the
+/// statement would cost a second round trip and a second transaction.
+struct GuardConn {
+    client: Client,
+    guards: Option<Statement>,
+}
+
+impl GuardConn {
+    fn statement(&mut self) -> Result<Statement, postgres::Error> {
+        if let Some(s) = &self.guards {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(GUARDS)?;
+        self.guards = Some(s.clone());
+        Ok(s)
+    }
+}
+
 /// The guards' thread: answers what queued, a batch at a time.
 fn batch_loop(client: Client, connector: Connector, rx: mpsc::Receiver<Request>) {
-    let mut client = Some(client);
+    let mut conn = Some(GuardConn {
+        client,
+        guards: None,
+    });
     let last_sweep = AtomicI64::new(0);
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -235,14 +256,17 @@ fn batch_loop(client: Client, connector: Connector, rx: mpsc::Receiver<Request>)
                 Err(_) => break,
             }
         }
-        let c = match client.take().filter(|c| !c.is_closed()) {
+        let c = match conn.take().filter(|c| !c.client.is_closed()) {
             Some(c) => Ok(c),
-            None => connector.connect(),
+            None => connector.connect().map(|client| GuardConn {
+                client,
+                guards: None,
+            }),
         };
         match c {
             Ok(mut c) => {
                 answer(&mut c, batch, &last_sweep);
-                client = Some(c);
+                conn = Some(c);
             }
             Err(e) => fail(batch, &e),
         }
@@ -291,7 +315,7 @@ SELECT 1, tenant_id, '', tokens, taken, rate FROM b";
 /// asked, and the replies in arrival order.
 type Takers = (f64, f64, Vec<Answer<Result<(), u64>>>);
 
-fn answer(client: &mut Client, batch: Vec<Request>, last_sweep: &AtomicI64) {
+fn answer(conn: &mut GuardConn, batch: Vec<Request>, last_sweep: &AtomicI64) {
     let mut nonces: Vec<(String, String, i64)> = Vec::new();
     let mut window = 0i64;
     let mut seen: HashSet<(String, String)> = HashSet::new();
@@ -348,10 +372,12 @@ fn answer(client: &mut Client, batch: Vec<Request>, last_sweep: &AtomicI64) {
         .iter()
         .map(|(_, e)| i32::try_from(e.2.len()).unwrap_or(i32::MAX))
         .collect();
-    let result = client.query(
-        GUARDS,
-        &[&keys, &values, &at, &window, &ids, &rates, &times, &wanted],
-    );
+    let result = conn.statement().and_then(|guards| {
+        conn.client.query(
+            &guards,
+            &[&keys, &values, &at, &window, &ids, &rates, &times, &wanted],
+        )
+    });
     let rows = match result {
         Ok(rows) => rows,
         Err(e) => {
@@ -409,7 +435,7 @@ fn answer(client: &mut Client, batch: Vec<Request>, last_sweep: &AtomicI64) {
         // Rows are kept a second window, so a replica whose clock runs up
         // to a window behind this one's does not see its nonces swept while
         // it still accepts their timestamps.
-        if let Err(e) = client.execute(
+        if let Err(e) = conn.client.execute(
             "DELETE FROM dzl.nonces WHERE seen_at < $1",
             &[&(newest - 2 * window)],
         ) {

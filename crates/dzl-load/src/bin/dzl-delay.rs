@@ -9,13 +9,12 @@
 //! Each direction of each connection forwards what it reads, in order, no
 //! sooner than `--delay-us` after it was read; bandwidth is not limited.
 //! Only loopback addresses are accepted on either side. Each direction is
-//! two OS threads that sleep with `nanosleep`: an async timer's 1 ms ticks
+//! an OS thread that sleeps with `nanosleep`: an async timer's 1 ms ticks
 //! would round a 500 µs hold up to 1–2 ms.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -34,35 +33,25 @@ struct Cli {
     delay_us: u64,
 }
 
-/// Forwards `from` to `to`, each chunk no sooner than `delay` after it was read.
+/// Forwards `from` to `to`, each chunk no sooner than `delay` after it was
+/// read. One thread per direction reads, sleeps and writes: a database
+/// client sends a statement and waits for its answer, so nothing arrives
+/// while a chunk is held; what does (a pipelining client's next message)
+/// is held a little longer, never shorter.
 fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    let writer = std::thread::spawn(move || {
-        while let Ok((read_at, chunk)) = rx.recv() {
-            let due = read_at + delay;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            if to.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Write);
-    });
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                std::thread::sleep(delay);
+                if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
         }
     }
-    drop(tx);
-    let _ = writer.join();
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 fn serve(client: TcpStream, to: SocketAddr, delay: Duration) -> std::io::Result<()> {
