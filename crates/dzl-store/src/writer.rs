@@ -1002,6 +1002,38 @@ mod tests {
         assert_eq!(verified(&mut ours), 3);
     }
 
+    /// A job that changes the keyring makes the transaction's later jobs
+    /// see the change: entries follow the suite now active, and a version
+    /// retired earlier in the transaction no longer wraps in it.
+    #[test]
+    fn a_keyring_changed_in_the_transaction_holds_for_its_later_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = conn(dir.path());
+        conn.begin().unwrap();
+        let mut st = TxState::new(ROOT_CHAIN);
+        let mut txn = Txn::new(&mut conn.0, &mut st);
+        let now = call("a").now;
+        assert_eq!(txn.suite().unwrap(), Suite::Intl, "no key yet");
+        txn.write()
+            .insert_kek(1, Suite::Gm, KekState::Active, b"wrapped", now)
+            .unwrap();
+        txn.keyring_changed().unwrap();
+        assert_eq!(txn.suite().unwrap(), Suite::Gm);
+        txn.audit(entry("a")).unwrap();
+        assert_eq!(st_alg(&txn), ChainHash::Sm3);
+        txn.ensure_wrappable(1).unwrap();
+        txn.write().retire_kek(1, now).unwrap();
+        txn.keyring_changed().unwrap();
+        assert!(matches!(
+            txn.ensure_wrappable(1),
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+
+    fn st_alg(txn: &Txn<'_>) -> ChainHash {
+        txn.st.entries.last().map(|e| e.alg).unwrap()
+    }
+
     #[test]
     fn a_transaction_that_conflicts_runs_again_whole_and_answers_once() {
         struct Flaky {
