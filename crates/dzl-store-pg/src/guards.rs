@@ -24,6 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dzl_store::{StoreError, StoreResult};
 use dzl_types::TenantId;
@@ -36,6 +37,12 @@ pub const NONCE_SWEEP_SECONDS: i64 = 60;
 
 /// Requests one batch answers at most.
 const MAX_BATCH: usize = 1024;
+
+/// How long a batch waits for more requests once its queue is empty, when
+/// the previous batch had company: on loopback the statement answers so
+/// fast that batches would stay small, each one a transaction of its own.
+/// A request that comes alone is answered at once.
+const LINGER: Duration = Duration::from_micros(300);
 
 /// What a guard request is answered with.
 type Answer<T> = Box<dyn FnOnce(StoreResult<T>) + Send>;
@@ -248,14 +255,22 @@ fn batch_loop(client: Client, connector: Connector, rx: mpsc::Receiver<Request>)
         guards: None,
     });
     let last_sweep = AtomicI64::new(0);
+    let mut previous = 0;
     while let Ok(first) = rx.recv() {
+        let deadline = Instant::now() + LINGER;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
-                Err(_) => break,
+                Err(_) if previous <= 1 => break,
+                Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                },
             }
         }
+        previous = batch.len();
         let c = match conn.take().filter(|c| !c.client.is_closed()) {
             Some(c) => Ok(c),
             None => connector.connect().map(|client| GuardConn {
