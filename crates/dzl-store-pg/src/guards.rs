@@ -26,11 +26,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dzl_store::writer::next_for_batch;
 use dzl_store::{StoreError, StoreResult};
 use dzl_types::TenantId;
-use postgres::{Client, Statement};
+use postgres::Client;
 
-use crate::{map_pg, Connector};
+use crate::rows::PgConn;
+use crate::Connector;
 
 /// How often (seconds) expired nonces are deleted.
 pub const NONCE_SWEEP_SECONDS: i64 = 60;
@@ -230,53 +232,28 @@ fn wait<T: Send + 'static>(submit: impl FnOnce(Answer<T>)) -> StoreResult<T> {
         .map_err(|_| StoreError::Unavailable("the guards have stopped".into()))?
 }
 
-/// The guards' connection, with [`GUARDS`] prepared on it: unprepared, the
-/// statement would cost a second round trip and a second transaction.
-struct GuardConn {
-    client: Client,
-    guards: Option<Statement>,
-}
-
-impl GuardConn {
-    fn statement(&mut self) -> Result<Statement, postgres::Error> {
-        if let Some(s) = &self.guards {
-            return Ok(s.clone());
-        }
-        let s = self.client.prepare(GUARDS)?;
-        self.guards = Some(s.clone());
-        Ok(s)
-    }
-}
-
 /// The guards' thread: answers what queued, a batch at a time.
 fn batch_loop(client: Client, connector: Connector, rx: mpsc::Receiver<Request>) {
-    let mut conn = Some(GuardConn {
-        client,
-        guards: None,
-    });
+    // Its statements are prepared once: unprepared, the guards' statement
+    // would cost a second round trip and a second transaction per batch.
+    let mut conn = Some(PgConn::new(Box::new(client)));
     let last_sweep = AtomicI64::new(0);
     let mut previous = 0;
     while let Ok(first) = rx.recv() {
         let deadline = Instant::now() + LINGER;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) if previous <= 1 => break,
-                Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                },
+            match next_for_batch(&rx, previous, deadline) {
+                Some(r) => batch.push(r),
+                None => break,
             }
         }
         previous = batch.len();
         let c = match conn.take().filter(|c| !c.client.is_closed()) {
             Some(c) => Ok(c),
-            None => connector.connect().map(|client| GuardConn {
-                client,
-                guards: None,
-            }),
+            None => connector
+                .connect()
+                .map(|client| PgConn::new(Box::new(client))),
         };
         match c {
             Ok(mut c) => {
@@ -330,7 +307,7 @@ SELECT 1, tenant_id, '', tokens, taken, rate FROM b";
 /// asked, and the replies in arrival order.
 type Takers = (f64, f64, Vec<Answer<Result<(), u64>>>);
 
-fn answer(conn: &mut GuardConn, batch: Vec<Request>, last_sweep: &AtomicI64) {
+fn answer(conn: &mut PgConn<Box<Client>>, batch: Vec<Request>, last_sweep: &AtomicI64) {
     let mut nonces: Vec<(String, String, i64)> = Vec::new();
     let mut window = 0i64;
     let mut seen: HashSet<(String, String)> = HashSet::new();
@@ -387,16 +364,13 @@ fn answer(conn: &mut GuardConn, batch: Vec<Request>, last_sweep: &AtomicI64) {
         .iter()
         .map(|(_, e)| i32::try_from(e.2.len()).unwrap_or(i32::MAX))
         .collect();
-    let result = conn.statement().and_then(|guards| {
-        conn.client.query(
-            &guards,
-            &[&keys, &values, &at, &window, &ids, &rates, &times, &wanted],
-        )
-    });
+    let result = conn.query(
+        GUARDS,
+        &[&keys, &values, &at, &window, &ids, &rates, &times, &wanted],
+    );
     let rows = match result {
         Ok(rows) => rows,
         Err(e) => {
-            let e = map_pg(e);
             for (_, reply) in nonce_replies {
                 reply(Err(e.clone()));
             }
@@ -450,7 +424,7 @@ fn answer(conn: &mut GuardConn, batch: Vec<Request>, last_sweep: &AtomicI64) {
         // Rows are kept a second window, so a replica whose clock runs up
         // to a window behind this one's does not see its nonces swept while
         // it still accepts their timestamps.
-        if let Err(e) = conn.client.execute(
+        if let Err(e) = conn.exec(
             "DELETE FROM dzl.nonces WHERE seen_at < $1",
             &[&(newest - 2 * window)],
         ) {

@@ -55,7 +55,11 @@ impl<C: DerefMut<Target = Client>> PgConn<C> {
         Ok(s)
     }
 
-    fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+    pub(crate) fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Vec<Row>> {
         let s = self.stmt(sql)?;
         self.client.query(&s, params).map_err(map_pg)
     }
@@ -70,7 +74,7 @@ impl<C: DerefMut<Target = Client>> PgConn<C> {
         self.client.query_one(&s, params).map_err(map_pg)
     }
 
-    fn exec(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    pub(crate) fn exec(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
         let s = self.stmt(sql)?;
         self.client.execute(&s, params).map_err(map_pg)
     }
@@ -115,7 +119,12 @@ fn from_ms(v: i64) -> StoreResult<DateTime<Utc>> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v} out of range")))
 }
 
-fn corrupt(what: &str) -> StoreError {
+/// A chain's head and the vault's suite, as [`ChainTip`] reads them; the
+/// chain's number follows.
+pub(crate) const CHAIN_TIP: &str = "SELECT seq, hash, (SELECT suite FROM dzl.keks \
+    WHERE state = 'active') FROM dzl.audit_chains WHERE chain = ";
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("unexpected stored {what}"))
 }
 
@@ -146,7 +155,7 @@ fn scopes(s: &str) -> StoreResult<ScopeSet> {
     ScopeSet::parse_list(s).map_err(|_| corrupt("scope set"))
 }
 
-fn suite(s: &str) -> StoreResult<Suite> {
+pub(crate) fn suite(s: &str) -> StoreResult<Suite> {
     Suite::parse(s).map_err(|_| corrupt("suite"))
 }
 
@@ -1045,11 +1054,7 @@ impl<C: DerefMut<Target = Client>> Tx for PgConn<C> {
     }
 
     fn chain_head(&mut self, chain: ChainId, lock: Lock) -> StoreResult<Option<ChainTip>> {
-        let sql = format!(
-            "SELECT seq, hash, (SELECT suite FROM dzl.keks WHERE state = 'active')
-             FROM dzl.audit_chains WHERE chain = $1{}",
-            lock_clause(lock)
-        );
+        let sql = format!("{CHAIN_TIP}$1{}", lock_clause(lock));
         self.opt(&sql, &[&chain])?
             .map(|r| {
                 Ok(ChainTip {

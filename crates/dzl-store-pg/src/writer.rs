@@ -15,7 +15,7 @@ use dzl_store::writer::{Completion, Opened, TxState, Txn, WriteConn};
 use dzl_store::{Call, StoreError, StoreResult, Suite};
 use postgres::{Client, SimpleQueryMessage};
 
-use crate::rows::PgConn;
+use crate::rows::{corrupt, suite, PgConn, CHAIN_TIP};
 use crate::{Connector, Isolation};
 
 /// The first key of the advisory locks that own chains (`"dzlc"`).
@@ -205,9 +205,7 @@ impl PgWriter {
     fn open(&mut self) -> StoreResult<Opened> {
         let chain = self.chain;
         let sql = format!(
-            "{};
-             SELECT seq, hash, (SELECT suite FROM dzl.keks WHERE state = 'active')
-             FROM dzl.audit_chains WHERE chain = {chain} FOR UPDATE;
+            "{}; {CHAIN_TIP}{chain} FOR UPDATE;
              SELECT version FROM dzl.keks WHERE state IN ('active', 'decrypt_only') FOR SHARE;
              SAVEPOINT grp",
             self.begin
@@ -223,7 +221,6 @@ impl PgWriter {
                 return Err(e);
             }
         };
-        let corrupt = |what: &str| StoreError::Corrupt(format!("unexpected stored {what}"));
         let mut tip = None;
         let mut wrappable = Vec::new();
         for m in &messages {
@@ -233,12 +230,9 @@ impl PgWriter {
             if r.len() == 3 {
                 let seq = r.get(0).and_then(|v| v.parse().ok());
                 let hash = r.get(1).map(str::to_owned);
-                let suite = match r.get(2) {
-                    None => Some(Suite::Intl),
-                    Some(s) => Suite::parse(s).ok(),
-                };
-                match (seq, hash, suite) {
-                    (Some(seq), Some(hash), Some(suite)) => {
+                let suite = r.get(2).map_or(Ok(Suite::Intl), suite)?;
+                match (seq, hash) {
+                    (Some(seq), Some(hash)) => {
                         tip = Some(ChainTip {
                             head: Head { seq, hash },
                             suite,

@@ -535,16 +535,15 @@ impl Batch {
 
 /// Runs `jobs` again in a fresh transaction, after one that conflicted.
 fn rerun<W: WriteConn>(conn: &mut W, jobs: Vec<Box<dyn Rerun>>) -> Batch {
-    let begun = conn.begin();
-    let mut batch = match begun {
+    let mut batch = match conn.begin() {
         Ok(()) => Batch::begun(conn),
-        Err(_) => Batch::new(conn.chain()),
+        Err(e) => {
+            let mut batch = Batch::new(conn.chain());
+            batch.jobs = jobs;
+            batch.fail(e);
+            return batch;
+        }
     };
-    if let Err(e) = begun {
-        batch.jobs = jobs;
-        batch.fail(e);
-        return batch;
-    }
     for job in jobs {
         batch.run(conn, job);
     }
@@ -607,6 +606,20 @@ fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(base / 2 + jitter));
 }
 
+/// The next request for a batch being gathered: one already queued; else,
+/// when the previous batch (`previous` requests) had company, one that
+/// comes before `deadline`; else none, and the batch closes. A request
+/// that comes alone is never held.
+pub fn next_for_batch<T>(rx: &mpsc::Receiver<T>, previous: usize, deadline: Instant) -> Option<T> {
+    match rx.try_recv() {
+        Ok(r) => Some(r),
+        Err(_) if previous <= 1 => None,
+        Err(_) => rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok(),
+    }
+}
+
 fn writer_loop<W: WriteConn>(
     mut conn: W,
     rx: mpsc::Receiver<Box<dyn Rerun>>,
@@ -634,16 +647,8 @@ fn writer_loop<W: WriteConn>(
         let mut batch = Batch::begun(&mut conn);
         batch.run(&mut conn, first);
         while batch.jobs.len() < MAX_BATCH && batch.failed.is_none() {
-            let job = match rx.try_recv() {
-                Ok(job) => job,
-                Err(_) if previous_batch <= 1 => break,
-                Err(_) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    }
-                }
+            let Some(job) = next_for_batch(&rx, previous_batch, deadline) else {
+                break;
             };
             batch.run(&mut conn, job);
         }
